@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# bench/run.sh - ironclaw's benchmarks: `make bench` runs `bench/run.sh BUILD`.
+#
+# Every figure is a ratio measured side by side in this one run against a
+# baseline without ironclaw on the same host, never a pass/fail threshold:
+#
+#   1. cold start   `ironclaw exec -n -- true`, end to end, against a bare
+#                   `qemu-system-x86_64 -M microvm` boot of the same kernel
+#                   whose initramfs holds only an init that powers off.
+#                   The two alternate, BENCH_RUNS times each.
+#   2. round trips  bench_rtt: `true` exec'd BENCH_EXECS times in one VM
+#                   (request -> exit notification), and `ping` over a bare
+#                   VM's RPC channel (request -> answer).
+#   3. throughput   BENCH_MIB MiB host -> guest -> host through `cat`:
+#                   bench_rtt in one running VM (library API), the CLI's
+#                   timings_ms.command, and the raw transport: the same QEMU
+#                   virtio-serial port and socket with an init that echoes
+#                   bytes back and the host tool bench_echo.
+#
+# Prints a table at the end; with BENCH_JSON=FILE also writes the results
+# as JSON there. Exits 0 unless a benchmark could not produce its figure.
+# Settings: BENCH_RUNS (5), BENCH_EXECS (50), BENCH_MIB (128).
+set -uo pipefail
+
+BUILD=${1:-build}
+RUNS=${BENCH_RUNS:-5}
+EXECS=${BENCH_EXECS:-50}
+MIB=${BENCH_MIB:-128}
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+IRONCLAW=$BUILD/ironclaw
+BENCH_BIN=$BUILD/bench
+BOOT_TIMEOUT=${BENCH_BOOT_TIMEOUT:-20}  # seconds before a hung boot is given up (normal: ~4)
+FAILED=0
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+broke() { say "FAILED: $*"; FAILED=1; }
+
+for n in "$RUNS" "$EXECS" "$MIB"; do
+  [[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS, BENCH_EXECS and BENCH_MIB must be positive integers"
+done
+
+# ---- programs ------------------------------------------------------------
+
+# The bench programs are part of the normal build (IC_BENCH=ON); build them
+# here too in case the build directory predates them.
+if [ ! -x "$BENCH_BIN/bench_rtt" ] || [ ! -x "$BENCH_BIN/bench_echo" ] ||
+   [ ! -x "$BENCH_BIN/bench_init_poweroff" ] || [ ! -x "$BENCH_BIN/bench_init_echo" ]; then
+  say "building the bench programs in $BUILD"
+  cmake -S "$SRC" -B "$BUILD" -DIC_BENCH=ON >/dev/null &&
+    cmake --build "$BUILD" -j2 --target bench_rtt bench_echo bench_init_poweroff bench_init_echo \
+      >/dev/null || die "cannot build the bench programs"
+fi
+[ -x "$IRONCLAW" ] || die "$IRONCLAW is missing (make build)"
+QEMU=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 is not installed"
+command -v cpio >/dev/null || die "cpio is not installed (make setup)"
+
+TMP=$(mktemp -d /tmp/ironclaw-bench.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+
+# ---- the image and the baselines' initramfs -------------------------------
+
+# Copies, so that an image rebuilt meanwhile cannot pull files from under
+# the baselines. ironclaw itself uses the image as published.
+img_path() { "$IRONCLAW" image show 2>/dev/null | awk -v k="$1" '$1 == k { print $2; exit }'; }
+KERNEL_SRC=$(img_path vmlinuz)
+INITRD_SRC=$(img_path initrd)
+[ -f "$KERNEL_SRC" ] && [ -f "$INITRD_SRC" ] || die "no guest image; run 'make image'"
+cp "$KERNEL_SRC" "$TMP/vmlinuz" && cp "$INITRD_SRC" "$TMP/image.cpio" || die "cannot copy the image"
+
+pack() { (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) > "$2"; }
+
+# Bare baseline: nothing but an init that powers off.
+mkdir -p "$TMP/bare"
+cp "$BENCH_BIN/bench_init_poweroff" "$TMP/bare/init"
+pack "$TMP/bare" "$TMP/bare.cpio" || die "cannot pack the bare initramfs"
+
+# Echo baseline: the image's kernel modules and their load order, with an
+# init that echoes the virtio-serial port instead of the guest agent.
+mkdir -p "$TMP/image" "$TMP/echo/etc/ironclaw"
+(cd "$TMP/image" && cpio -idm --quiet < "$TMP/image.cpio") || die "cannot unpack the image's initrd"
+ORDER=$TMP/image/etc/ironclaw/modules.order
+[ -f "$ORDER" ] || die "the image has no /etc/ironclaw/modules.order"
+cp "$ORDER" "$TMP/echo/etc/ironclaw/"
+while read -r mod; do
+  case $mod in ''|'#'*) continue ;; esac
+  mkdir -p "$TMP/echo$(dirname "$mod")"
+  cp "$TMP/image$mod" "$TMP/echo$mod" || die "module $mod is listed but not in the image"
+done < "$ORDER"
+cp "$BENCH_BIN/bench_init_echo" "$TMP/echo/init"
+pack "$TMP/echo" "$TMP/echo.cpio" || die "cannot pack the echo initramfs"
+
+# ---- helpers ---------------------------------------------------------------
+
+now_ms() { local t=$EPOCHREALTIME; echo "${t/./}" | awk '{ printf "%.1f", $1 / 1000 }'; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f\n", b - a }'; }
+# A JSON number out of one-line or indented JSON: json_num KEY < file
+json_num() { grep -o "\"$1\": *[-0-9.e+]*" | head -1 | sed 's/.*: *//'; }
+# Statistics of numbers, one a line: stats min|median < file
+stats() {
+  sort -g | awk -v what="$1" '{ v[NR] = $1 } END {
+    if (NR == 0) { print "null"; exit }
+    if (what == "min") printf "%.1f", v[1]
+    else if (NR % 2) printf "%.1f", v[(NR + 1) / 2]
+    else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "null" || b == "null" || b == 0) print "null"; else printf "%.3f", a / b }'; }
+
+# The QEMU command line of src/vm/qemu.c, minus the channel and the
+# ironclaw.* kernel parameters. ACCEL comes from ironclaw's own report.
+ACCEL=tcg
+qemu_base() {
+  local cpu=max; [ "$ACCEL" = kvm ] && cpu=host
+  printf '%s\n' "$QEMU" -M microvm,x-option-roms=off,isa-serial=on,rtc=off -accel "$ACCEL" \
+    -cpu "$cpu" -smp 1 -m 256M -nodefaults -no-user-config -nographic -no-reboot \
+    -serial "file:$1" -kernel "$TMP/vmlinuz" -initrd "$2" \
+    -append "console=ttyS0 quiet panic=-1 reboot=t"
+}
+
+# ---- 1. cold start -----------------------------------------------------------
+
+say "cold start: warming up (one ironclaw exec, one bare boot)"
+"$IRONCLAW" exec --json -n --boot-timeout "$BOOT_TIMEOUT" -- true > "$TMP/warm.json" 2> "$TMP/warm.err" ||
+  say "warm-up ironclaw exec failed: $(tail -1 "$TMP/warm.err")"
+a=$(grep -o '"accel": *"[a-z]*"' "$TMP/warm.json" | sed 's/.*"\([a-z]*\)"$/\1/')
+[ -n "$a" ] && ACCEL=$a
+mapfile -t BARE_CMD < <(qemu_base "$TMP/bare-console.log" "$TMP/bare.cpio")
+timeout "$BOOT_TIMEOUT" "${BARE_CMD[@]}" >/dev/null 2>&1 || say "warm-up bare boot failed"
+
+# Each round runs ironclaw then bare, as long as either side still needs
+# samples; a run that fails (e.g. a boot that hangs) is counted and made
+# up for, up to RUNS extra rounds.
+: > "$TMP/ic_total"; : > "$TMP/bare_total"; : > "$TMP/ic_ready"; : > "$TMP/ic_teardown"
+IC_FAILS=0; BARE_FAILS=0
+for ((i = 1; i <= 2 * RUNS; i++)); do
+  ic_n=$(wc -l < "$TMP/ic_total"); bare_n=$(wc -l < "$TMP/bare_total")
+  [ "$ic_n" -ge "$RUNS" ] && [ "$bare_n" -ge "$RUNS" ] && break
+  ic_ms=-; bare_ms=-
+  if [ "$ic_n" -lt "$RUNS" ]; then
+    t0=$(now_ms)
+    if "$IRONCLAW" exec --json -n --boot-timeout "$BOOT_TIMEOUT" -- true > "$TMP/ic.json" 2> "$TMP/ic.err"; then
+      ic_ms=$(elapsed "$t0" "$(now_ms)")
+      echo "$ic_ms" >> "$TMP/ic_total"
+      json_num guest_ready < "$TMP/ic.json" >> "$TMP/ic_ready"
+      json_num teardown < "$TMP/ic.json" >> "$TMP/ic_teardown"
+    else
+      IC_FAILS=$((IC_FAILS + 1)); ic_ms=failed
+      say "ironclaw exec failed: $(grep -v warning "$TMP/ic.err" | tail -1)"
+    fi
+  fi
+  if [ "$bare_n" -lt "$RUNS" ]; then
+    t0=$(now_ms)
+    if timeout "$BOOT_TIMEOUT" "${BARE_CMD[@]}" >/dev/null 2>"$TMP/bare.err"; then
+      bare_ms=$(elapsed "$t0" "$(now_ms)")
+      echo "$bare_ms" >> "$TMP/bare_total"
+    else
+      BARE_FAILS=$((BARE_FAILS + 1)); bare_ms=failed
+      say "bare boot failed; console ends: $(tail -c 200 "$TMP/bare-console.log" | tr '\n' ' ')"
+    fi
+  fi
+  say "cold start round $i: ironclaw $ic_ms ms, bare $bare_ms ms"
+done
+IC_MED=$(stats median < "$TMP/ic_total"); IC_MIN=$(stats min < "$TMP/ic_total")
+BARE_MED=$(stats median < "$TMP/bare_total"); BARE_MIN=$(stats min < "$TMP/bare_total")
+IC_READY_MED=$(stats median < "$TMP/ic_ready"); IC_TEAR_MED=$(stats median < "$TMP/ic_teardown")
+COLD_RATIO=$(ratio "$IC_MED" "$BARE_MED")
+[ "$COLD_RATIO" = null ] && broke "cold start: no successful run of one side"
+
+# ---- 2. round trips (and 3a. in-VM stream) -------------------------------------
+
+say "round trips: $EXECS x exec true, $EXECS x ping, $MIB MiB through cat (bench_rtt)"
+rtt_run() {
+  "$BENCH_BIN/bench_rtt" --runs "$EXECS" --pings "$EXECS" --mib "$MIB" \
+    --boot-timeout "$BOOT_TIMEOUT" > "$TMP/rtt.json" 2> "$TMP/rtt.err"
+}
+rtt_error() { grep '^bench_rtt: .*:' "$TMP/rtt.err" | grep -v 'ready after' | tail -1; }
+if ! rtt_run; then
+  say "bench_rtt failed ($(rtt_error)); once more"
+  rtt_run || broke "bench_rtt: $(rtt_error)"
+fi
+RTT_JSON=$(head -1 "$TMP/rtt.json"); [ -n "$RTT_JSON" ] || RTT_JSON=null
+# "key":{...} of bench_rtt's one-line JSON
+rtt_part() { grep -o "\"$1\":{[^}]*}" <<< "$RTT_JSON" | sed 's/^[^{]*//'; }
+rtt_val() { rtt_part "$1" | json_num "$2"; }
+# round DIGITS: rounds the number on stdin, passes anything else through
+round() { awk -v d="$1" '{ if ($1 ~ /^-?[0-9.e+]+$/) printf "%.*f\n", d, $1; else print }'; }
+LIB_MIBS=$(rtt_val stream mib_s | round 2)
+
+# ---- 3b. CLI stream and raw transport --------------------------------------------
+
+say "throughput: $MIB MiB through 'ironclaw exec -- cat' (CLI)"
+CLI_MIBS=null
+cli_run() {
+  # Printable bytes: --json captures the output into its report. (yes ends
+  # on SIGPIPE: the group's `true` keeps pipefail quiet about it.)
+  { yes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ | head -c "${MIB}M"; true; } |
+    "$IRONCLAW" exec --json --boot-timeout "$BOOT_TIMEOUT" -- cat > "$TMP/cli.json" 2> "$TMP/cli.err"
+}
+cli_error() { grep -v warning "$TMP/cli.err" | tail -1; }
+if cli_run || { say "CLI stream failed ($(cli_error)); once more"; cli_run; }; then
+  cmd_ms=$(grep -o '"command": *[0-9.]*' "$TMP/cli.json" | tail -1 | sed 's/.*: *//')
+  CLI_MIBS=$(awk -v m="$MIB" -v ms="$cmd_ms" 'BEGIN { if (ms > 0) printf "%.2f", m / (ms / 1000); else print "null" }')
+else
+  broke "CLI stream: $(cli_error)"
+fi
+
+say "throughput: $MIB MiB echoed over the raw virtio-serial port (bench_echo)"
+RAW_MIBS=null; RAW_READY=null
+mapfile -t ECHO_CMD < <(qemu_base "$TMP/echo-console.log" "$TMP/echo.cpio")
+echo_run() {
+  timeout $((BOOT_TIMEOUT + 120)) "$BENCH_BIN/bench_echo" "$TMP/echo.sock" "$MIB" "$BOOT_TIMEOUT" -- "${ECHO_CMD[@]}" \
+    -device virtio-serial-device -chardev "socket,id=ironclaw,path=$TMP/echo.sock" \
+    -device virtserialport,chardev=ironclaw,name=ironclaw > "$TMP/echo.json" 2> "$TMP/echo.err"
+}
+if echo_run || { say "raw echo failed ($(tail -1 "$TMP/echo.err")); once more"; echo_run; }; then
+  RAW_MIBS=$(json_num mib_s < "$TMP/echo.json" | round 2); RAW_READY=$(json_num ready_ms < "$TMP/echo.json")
+else
+  broke "raw echo: $(tail -1 "$TMP/echo.err"); console: $(tail -c 300 "$TMP/echo-console.log" 2>/dev/null | tr '\n' ' ')"
+fi
+LIB_RATIO=$(ratio "$LIB_MIBS" "$RAW_MIBS")
+CLI_RATIO=$(ratio "$CLI_MIBS" "$RAW_MIBS")
+
+# ---- report -------------------------------------------------------------------
+
+pct() { awk -v r="$1" 'BEGIN { if (r == "null") print "n/a"; else printf "%.0f %%", r * 100 }'; }
+fmt() { [ "$1" = null ] || [ -z "$1" ] && echo "n/a" || echo "$1"; }
+{
+  echo
+  echo "ironclaw benchmarks ($(date -u +%Y-%m-%dT%H:%M:%SZ), accel $ACCEL, $(nproc) CPUs, QEMU $("$QEMU" --version | awk 'NR == 1 { print $4 }'))"
+  echo
+  printf '%-44s %12s %12s %10s\n' "cold start (ms, $RUNS runs each)" "ironclaw" "bare qemu" "ratio"
+  printf '%-44s %12s %12s %10s\n' "  median end to end" "$(fmt "$IC_MED")" "$(fmt "$BARE_MED")" "$(fmt "$COLD_RATIO")"
+  printf '%-44s %12s %12s %10s\n' "  min end to end" "$(fmt "$IC_MIN")" "$(fmt "$BARE_MIN")" "$(fmt "$(ratio "$IC_MIN" "$BARE_MIN")")"
+  printf '%-44s %12s\n' "  ironclaw median guest_ready" "$(fmt "$IC_READY_MED")"
+  printf '%-44s %12s\n' "  ironclaw median teardown" "$(fmt "$IC_TEAR_MED")"
+  printf '%-44s %12s %12s\n' "  failed runs" "$IC_FAILS" "$BARE_FAILS"
+  echo "  (target: ratio <= 1.25)"
+  echo
+  printf '%-44s %9s %9s %9s %9s %5s %9s\n' "round trips in one VM (us)" "p50" "p90" "p99" "max" "n" "first"
+  for k in exec_rtt_us exec_started_us ping_rtt_us; do
+    case $k in
+      exec_rtt_us) label="  exec true: request -> exit notification" ;;
+      exec_started_us) label="  exec true: request -> started answer" ;;
+      ping_rtt_us) label="  ping: request -> answer" ;;
+    esac
+    printf '%-44s %9s %9s %9s %9s %5s %9s\n' "$label" \
+      "$(fmt "$(rtt_val $k p50 | round 0)")" "$(fmt "$(rtt_val $k p90 | round 0)")" \
+      "$(fmt "$(rtt_val $k p99 | round 0)")" "$(fmt "$(rtt_val $k max | round 0)")" \
+      "$(fmt "$(rtt_val $k n)")" "$(fmt "$(rtt_val $k first | round 0)")"
+  done
+  echo
+  printf '%-44s %12s %12s\n' "throughput host->guest->host, $MIB MiB" "MiB/s" "vs raw"
+  printf '%-44s %12s %12s\n' "  ironclaw library, cat in a running VM" "$(fmt "$LIB_MIBS")" "$(pct "$LIB_RATIO")"
+  printf '%-44s %12s %12s\n' "  ironclaw exec -- cat (timings_ms.command)" "$(fmt "$CLI_MIBS")" "$(pct "$CLI_RATIO")"
+  printf '%-44s %12s\n' "  raw virtio-serial echo, no ironclaw" "$(fmt "$RAW_MIBS")"
+  echo "  (target: ironclaw >= 80 % of raw)"
+} | tee "$TMP/table.txt"
+
+if [ -n "${BENCH_JSON:-}" ]; then
+  cat > "$BENCH_JSON" <<EOF
+{
+  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+  "accel": "$ACCEL",
+  "cpus": $(nproc),
+  "settings": {"runs": $RUNS, "execs": $EXECS, "mib": $MIB},
+  "cold_start_ms": {
+    "ironclaw": {"median": $IC_MED, "min": $IC_MIN, "guest_ready_median": $IC_READY_MED,
+                 "teardown_median": $IC_TEAR_MED, "failed": $IC_FAILS,
+                 "runs": [$(paste -sd, "$TMP/ic_total")]},
+    "bare_qemu": {"median": $BARE_MED, "min": $BARE_MIN, "failed": $BARE_FAILS,
+                  "runs": [$(paste -sd, "$TMP/bare_total")]},
+    "ratio_median": $COLD_RATIO
+  },
+  "in_vm": $RTT_JSON,
+  "throughput_mib_s": {
+    "ironclaw_library": ${LIB_MIBS:-null},
+    "ironclaw_cli": $CLI_MIBS,
+    "raw_echo": ${RAW_MIBS:-null},
+    "raw_echo_ready_ms": ${RAW_READY:-null},
+    "ratio_library_vs_raw": $LIB_RATIO,
+    "ratio_cli_vs_raw": $CLI_RATIO
+  }
+}
+EOF
+  say "results written to $BENCH_JSON"
+fi
+exit "$FAILED"

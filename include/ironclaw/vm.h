@@ -1,0 +1,95 @@
+/*
+ * vm.h - one microVM's lifecycle, whatever the VMM.
+ *
+ * The rest of ironclaw sees a VM only through this header: create it, start
+ * it, get its channel (a byte stream to the guest agent), stop it, destroy
+ * it. The driver behind it (qemu now, firecracker later) is chosen at
+ * create time and stays private to src/vm/.
+ *
+ * Everything runs on the caller's libuv loop and never blocks it. Progress
+ * is reported through one callback:
+ *
+ *   create -> start -> IC_VM_EV_CHANNEL (ic_vm_channel() is now valid)
+ *          ... any time: IC_VM_EV_EXITED (the VMM process ended; `err` says
+ *              how if it was not asked to) or IC_VM_EV_FAILED (start failed)
+ *   stop   -> waits for the VMM to end on its own for a grace period, then
+ *             kills it; IC_VM_EV_EXITED follows.
+ *   destroy-> kills what is left, removes every resource in the VM's state
+ *             record and frees the VM once its handles are closed.
+ *
+ * Every resource (directory, socket, process) is written to the VM's state
+ * record before it is created (see state.h), so a crash of the owner leaves
+ * nothing `ironclaw gc` cannot find.
+ */
+#ifndef IRONCLAW_VM_H
+#define IRONCLAW_VM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "ironclaw/err.h"
+
+typedef struct ic_vm ic_vm;
+
+struct ic_vm_config {
+    const char *name;          /* label only, validated; NULL for none */
+    const char *vmm;           /* "auto", "qemu" or "firecracker" */
+    const char *image;         /* guest image name, NULL for "default" */
+    unsigned cpus;             /* 1..32 */
+    unsigned mem_mib;          /* 64..65536 */
+    uint32_t channel_timeout_ms; /* VMM to connect its channel; 0 = default */
+    bool debug_guest;          /* ironclaw.debug=1 on the guest command line */
+};
+
+#define IC_VM_DEFAULT_CPUS 1
+#define IC_VM_DEFAULT_MEM_MIB 256
+
+enum ic_vm_event {
+    IC_VM_EV_CHANNEL = 1,  /* channel stream connected */
+    IC_VM_EV_FAILED,       /* start failed; err says why; call destroy */
+    IC_VM_EV_EXITED,       /* the VMM process is gone */
+};
+
+typedef void (*ic_vm_event_fn)(ic_vm *vm, enum ic_vm_event ev, const ic_err *err, void *ud);
+
+/* Picks the driver (see host.h), gives the VM its id and runtime directory
+ * and writes its state record. Nothing runs yet. */
+int ic_vm_create(uv_loop_t *loop, const struct ic_vm_config *cfg, ic_vm_event_fn cb,
+                 void *ud, ic_vm **out, ic_err *err);
+
+/* Starts the VMM. Returns <0 only for failures found before anything
+ * asynchronous began; later failures arrive as IC_VM_EV_FAILED. */
+int ic_vm_start(ic_vm *vm, ic_err *err);
+
+/* The connected channel (a malloc'd handle). After this call the caller
+ * owns it: close it with uv_close and free() it in the close callback. */
+uv_stream_t *ic_vm_take_channel(ic_vm *vm);
+
+/* Asks the VMM to end and gives it grace_ms before SIGKILL. The guest is
+ * normally told to power off over the channel first; this is the backstop. */
+void ic_vm_stop(ic_vm *vm, uint32_t grace_ms);
+
+/* Kills, closes, reaps the state record; `done` runs once the VM's handles
+ * are closed and it has been freed (may be NULL). The first cleanup
+ * failure is passed to done. */
+typedef void (*ic_vm_done_fn)(const ic_err *err, void *ud);
+void ic_vm_destroy(ic_vm *vm, ic_vm_done_fn done, void *ud);
+
+const char *ic_vm_id(const ic_vm *vm);
+const char *ic_vm_name(const ic_vm *vm);      /* "" when none */
+const char *ic_vm_driver(const ic_vm *vm);    /* "qemu", ... */
+const char *ic_vm_dir(const ic_vm *vm);       /* runtime directory */
+const char *ic_vm_accel(const ic_vm *vm);     /* "kvm" or "tcg" */
+int ic_vm_pid(const ic_vm *vm);               /* VMM pid, 0 when not running */
+bool ic_vm_running(const ic_vm *vm);
+/* The last `max` bytes of the guest console log, for error messages. */
+int ic_vm_console_tail(const ic_vm *vm, char *out, size_t max);
+
+/* Entry point of the launch trampoline: a program using this library must
+ * call it first thing in main(). It returns -1 when argv is not a launch
+ * request; otherwise it never returns (it execs the VMM or exits 127). */
+int ic_vm_launch_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,63 @@
+/*
+ * driver.h - what a VMM driver implements and what vm.c lends it.
+ *
+ * Private to src/vm/. vm.c owns the ic_vm struct, its state record and the
+ * VMM process; a driver only knows how to turn a configured VM into a
+ * running VMM with a connected channel. Every libuv handle a driver opens
+ * must have handle->data == vm and be closed with ic_vm__close(), so that
+ * vm.c knows when the VM can be freed.
+ */
+#ifndef IRONCLAW_VM_DRIVER_H
+#define IRONCLAW_VM_DRIVER_H
+
+#include "ironclaw/host.h"
+#include "ironclaw/image.h"
+#include "ironclaw/state.h"
+#include "ironclaw/vm.h"
+
+struct ic_vm_driver {
+    const char *name;
+    /* Begins starting the VM; completes with ic_vm__channel_up() or
+     * ic_vm__fail(). Returns <0 for failures found synchronously. */
+    int (*start)(ic_vm *vm, ic_err *err);
+    /* A polite request to end (the backstop after the guest's poweroff). */
+    void (*stop)(ic_vm *vm);
+    /* Closes the driver's handles (ic_vm__close). Private data set with
+     * ic_vm__set_priv must be one malloc'd block: vm.c frees it after the
+     * close callbacks have run. */
+    void (*release)(ic_vm *vm);
+};
+
+extern const struct ic_vm_driver ic_vm_driver_qemu;
+
+/* ---- what vm.c offers to drivers ---------------------------------------- */
+
+uv_loop_t *ic_vm__loop(ic_vm *vm);
+ic_state *ic_vm__state(ic_vm *vm);
+const struct ic_vm_config *ic_vm__config(ic_vm *vm);
+const struct ic_image_paths *ic_vm__image(ic_vm *vm);
+bool ic_vm__use_kvm(ic_vm *vm);
+/* What the host offered when the VM was created (programs, features). */
+const struct ic_host *ic_vm__host(ic_vm *vm);
+void *ic_vm__priv(ic_vm *vm);
+void ic_vm__set_priv(ic_vm *vm, void *priv);
+
+/* Joins the VM directory and `name` into out (IC_PATH_MAX). */
+int ic_vm__path(ic_vm *vm, const char *name, char *out, ic_err *err);
+
+/* Spawns the VMM through the launch trampoline (own session, dies with
+ * its parent, stdout/stderr appended to `log_path`), after recording it in
+ * the state record under role "vmm". argv[0] must be an absolute path. */
+int ic_vm__spawn_vmm(ic_vm *vm, char *const argv[], const char *log_path, ic_err *err);
+
+/* Hands over the connected channel, a malloc'd handle: the VM owns it
+ * until ic_vm_take_channel(), whose caller must close and free it. */
+void ic_vm__channel_up(ic_vm *vm, uv_stream_t *channel);
+/* Reports a start failure (once; later calls are ignored). */
+void ic_vm__fail(ic_vm *vm, const ic_err *err);
+
+/* Closes a handle whose data is the VM, counting it until its close
+ * callback has run. Safe on handles already closing. */
+void ic_vm__close(ic_vm *vm, uv_handle_t *h);
+
+#endif

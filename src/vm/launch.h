@@ -1,0 +1,14 @@
+/*
+ * launch.h - the launch trampoline's marker (private to src/vm/).
+ *
+ * vm.c spawns: <self> IC_LAUNCH_MARKER --parent PID -- VMM ARGS...
+ * and ic_vm_launch_main() (vm.h) turns that into the VMM process.
+ */
+#ifndef IRONCLAW_VM_LAUNCH_H
+#define IRONCLAW_VM_LAUNCH_H
+
+#include "ironclaw/vm.h"
+
+#define IC_LAUNCH_MARKER "__ironclaw_launch"
+
+#endif

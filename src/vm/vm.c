@@ -1,0 +1,437 @@
+/*
+ * vm.c - the VM lifecycle shared by every driver: identity, runtime
+ * directory, state record, the VMM process, the grace-then-kill stop, and
+ * teardown that leaves nothing behind. Drivers (qemu.c, ...) supply only
+ * what differs: how to start the VMM and connect the channel.
+ */
+#include "vm/driver.h"
+#include "vm/launch.h"
+
+#include "ironclaw/cleanup.h"
+#include "ironclaw/host.h"
+#include "ironclaw/id.h"
+#include "ironclaw/log.h"
+#include "ironclaw/paths.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CHANNEL_TIMEOUT_DEFAULT_MS 15000
+
+struct ic_vm {
+    uv_loop_t *loop;
+    struct ic_vm_config cfg;
+    char name[IC_NAME_MAX + 1];
+    char image_name[IC_NAME_MAX + 1];
+    char id[IC_ID_SIZE];
+    ic_state *state;
+    const struct ic_vm_driver *driver;
+    void *priv;
+    bool use_kvm;
+    struct ic_host host;
+    struct ic_image_paths image;
+    ic_vm_event_fn cb;
+    void *ud;
+
+    uv_process_t proc;
+    bool proc_spawned;     /* proc handle initialised */
+    bool proc_running;
+    uv_timer_t grace;
+    bool grace_init;
+    uv_stream_t *channel;
+
+    bool failed;
+    bool stop_requested;
+    bool destroying;
+    int open_handles;
+    uv_work_t reap_work;
+    ic_err reap_err;
+    ic_vm_done_fn done;
+    void *done_ud;
+};
+
+/* ---- helpers lent to drivers ------------------------------------------- */
+
+uv_loop_t *ic_vm__loop(ic_vm *vm) { return vm->loop; }
+ic_state *ic_vm__state(ic_vm *vm) { return vm->state; }
+const struct ic_vm_config *ic_vm__config(ic_vm *vm) { return &vm->cfg; }
+const struct ic_image_paths *ic_vm__image(ic_vm *vm) { return &vm->image; }
+bool ic_vm__use_kvm(ic_vm *vm) { return vm->use_kvm; }
+const struct ic_host *ic_vm__host(ic_vm *vm) { return &vm->host; }
+void *ic_vm__priv(ic_vm *vm) { return vm->priv; }
+void ic_vm__set_priv(ic_vm *vm, void *priv) { vm->priv = priv; }
+
+int ic_vm__path(ic_vm *vm, const char *name, char *out, ic_err *err)
+{
+    return ic_path_join(out, IC_PATH_MAX, err, "%s/%s", ic_state_dir(vm->state), name);
+}
+
+static void emit(ic_vm *vm, enum ic_vm_event ev, const ic_err *err)
+{
+    if (vm->cb)
+        vm->cb(vm, ev, err, vm->ud);
+}
+
+void ic_vm__fail(ic_vm *vm, const ic_err *err)
+{
+    if (vm->failed || vm->destroying)
+        return;
+    vm->failed = true;
+    ic_state_set_phase(vm->state, "failed", NULL);
+    emit(vm, IC_VM_EV_FAILED, err);
+}
+
+void ic_vm__channel_up(ic_vm *vm, uv_stream_t *channel)
+{
+    vm->channel = channel;
+    ic_state_set_phase(vm->state, "running", NULL);
+    emit(vm, IC_VM_EV_CHANNEL, NULL);
+}
+
+static void maybe_finish(ic_vm *vm);
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    ic_vm *vm = h->data;
+    vm->open_handles--;
+    maybe_finish(vm);
+}
+
+static void on_channel_closed(uv_handle_t *h)
+{
+    ic_vm *vm = h->data;
+    free(h);
+    vm->open_handles--;
+    maybe_finish(vm);
+}
+
+void ic_vm__close(ic_vm *vm, uv_handle_t *h)
+{
+    if (!h || uv_is_closing(h))
+        return;
+    h->data = vm;
+    vm->open_handles++;
+    uv_close(h, on_handle_closed);
+}
+
+/* ---- the VMM process --------------------------------------------------- */
+
+static void describe_exit(ic_vm *vm, int64_t status, int sig, ic_err *err)
+{
+    char tail[512] = "";
+    ic_vm_console_tail(vm, tail, sizeof(tail));
+    const char *how = sig ? strsignal(sig) : "exited";
+    if (sig)
+        ic_err_set(err, ECHILD, "the %s process was killed (%s)%s%s", vm->driver->name, how,
+                   tail[0] ? "; console ends with: " : "", tail);
+    else
+        ic_err_set(err, ECHILD, "the %s process exited with status %lld%s%s", vm->driver->name,
+                   (long long)status, tail[0] ? "; console ends with: " : "", tail);
+}
+
+static void on_vmm_exit(uv_process_t *p, int64_t status, int sig)
+{
+    ic_vm *vm = p->data;
+    vm->proc_running = false;
+    ic_log_debug("vm %s: %s exited (status %lld, signal %d)", vm->id, vm->driver->name,
+                 (long long)status, sig);
+    ic_vm__close(vm, (uv_handle_t *)&vm->proc);
+    if (vm->grace_init)
+        uv_timer_stop(&vm->grace);
+    if (vm->destroying) {
+        maybe_finish(vm);
+        return;
+    }
+    ic_err err = {0};
+    describe_exit(vm, status, sig, &err);
+    if (!vm->channel && !vm->failed) {
+        ic_err_wrap(&err, "the VM did not start");
+        ic_vm__fail(vm, &err);
+    }
+    ic_state_set_phase(vm->state, "exited", NULL);
+    emit(vm, IC_VM_EV_EXITED, vm->stop_requested ? NULL : &err);
+}
+
+static int self_exe(char *out, size_t size, ic_err *err)
+{
+    ssize_t n = readlink("/proc/self/exe", out, size - 1);
+    if (n < 0)
+        return ic_err_sys(err, errno, "cannot find my own executable");
+    if ((size_t)n >= size - 1)
+        return ic_err_set(err, ENAMETOOLONG, "my own executable's path is too long");
+    out[n] = '\0';
+    return 0;
+}
+
+int ic_vm__spawn_vmm(ic_vm *vm, char *const argv[], const char *log_path, ic_err *err)
+{
+    char exe[IC_PATH_MAX], parent[24];
+    int r = self_exe(exe, sizeof(exe), err);
+    if (r < 0)
+        return r;
+    snprintf(parent, sizeof(parent), "%d", (int)getpid());
+
+    size_t n = 0;
+    while (argv[n])
+        n++;
+    _cleanup_free_ char **full = calloc(n + 6, sizeof(char *));
+    if (!full)
+        return ic_err_set(err, ENOMEM, "out of memory");
+    full[0] = exe;
+    full[1] = (char *)IC_LAUNCH_MARKER;
+    full[2] = (char *)"--parent";
+    full[3] = parent;
+    full[4] = (char *)"--";
+    memcpy(full + 5, argv, n * sizeof(char *));
+
+    r = ic_state_add(vm->state, IC_RES_PROCESS, "vmm", NULL, err);
+    if (r < 0)
+        return r;
+    _cleanup_close_ int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (log_fd < 0)
+        return ic_err_sys(err, errno, "cannot create %s", log_path);
+
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_IGNORE},
+        {.flags = UV_INHERIT_FD, .data.fd = log_fd},
+        {.flags = UV_INHERIT_FD, .data.fd = log_fd},
+    };
+    uv_process_options_t opts = {
+        .exit_cb = on_vmm_exit,
+        .file = exe,
+        .args = full,
+        .flags = UV_PROCESS_DETACHED, /* own session: the terminal's ^C is ours to forward */
+        .stdio_count = 3,
+        .stdio = stdio,
+    };
+    vm->proc.data = vm;
+    r = uv_spawn(vm->loop, &vm->proc, &opts);
+    vm->proc_spawned = true;
+    if (r < 0) {
+        ic_vm__close(vm, (uv_handle_t *)&vm->proc);
+        return ic_err_set(err, -r, "cannot start %s: %s", argv[0], uv_strerror(r));
+    }
+    vm->proc_running = true;
+    ic_log_debug("vm %s: %s started as pid %d", vm->id, argv[0], vm->proc.pid);
+    return ic_state_set_pid(vm->state, "vmm", vm->proc.pid, err);
+}
+
+/* ---- public lifecycle -------------------------------------------------- */
+
+static int pick_driver(ic_vm *vm, const char *requested, ic_err *err)
+{
+    int r = ic_host_probe(NULL, &vm->host, err);
+    if (r < 0)
+        return r;
+    const char *driver = NULL;
+    char why[256];
+    r = ic_host_pick_vmm(&vm->host, requested, &driver, &vm->use_kvm, why, sizeof(why), err);
+    if (r < 0)
+        return r;
+    if (strcmp(driver, "qemu") != 0)
+        return ic_err_set(err, ENOTSUP, "the %s driver is not available in this build", driver);
+    vm->driver = &ic_vm_driver_qemu;
+    ic_log_debug("vmm: %s (%s)", driver, why);
+    return 0;
+}
+
+static int validate_config(const struct ic_vm_config *cfg, ic_err *err)
+{
+    if (cfg->cpus < 1 || cfg->cpus > 32)
+        return ic_err_set(err, EINVAL, "--cpus must be between 1 and 32 (got %u)", cfg->cpus);
+    if (cfg->mem_mib < 64 || cfg->mem_mib > 65536)
+        return ic_err_set(err, EINVAL, "--mem must be between 64 and 65536 MiB (got %u)", cfg->mem_mib);
+    if (cfg->name && cfg->name[0]) {
+        int r = ic_name_validate(cfg->name, err);
+        if (r < 0)
+            return r;
+    }
+    if (cfg->image) {
+        int r = ic_name_validate(cfg->image, err);
+        if (r < 0)
+            return ic_err_wrap(err, "image name");
+    }
+    return 0;
+}
+
+int ic_vm_create(uv_loop_t *loop, const struct ic_vm_config *cfg, ic_vm_event_fn cb, void *ud,
+                 ic_vm **out, ic_err *err)
+{
+    int r = validate_config(cfg, err);
+    if (r < 0)
+        return r;
+    _cleanup_free_ ic_vm *vm = calloc(1, sizeof(*vm));
+    if (!vm)
+        return ic_err_set(err, ENOMEM, "out of memory");
+    vm->loop = loop;
+    vm->cfg = *cfg;
+    snprintf(vm->name, sizeof(vm->name), "%s", cfg->name ? cfg->name : "");
+    snprintf(vm->image_name, sizeof(vm->image_name), "%s", cfg->image ? cfg->image : "default");
+    vm->cfg.name = vm->name;
+    vm->cfg.image = vm->image_name;
+    vm->cfg.vmm = NULL; /* only needed here */
+    if (!vm->cfg.channel_timeout_ms)
+        vm->cfg.channel_timeout_ms = CHANNEL_TIMEOUT_DEFAULT_MS;
+    vm->cb = cb;
+    vm->ud = ud;
+
+    r = pick_driver(vm, cfg->vmm ? cfg->vmm : "auto", err);
+    if (r < 0)
+        return r;
+    r = ic_image_locate(vm->image_name, &vm->image, err);
+    if (r < 0)
+        return r;
+    r = ic_id_new(vm->id, err);
+    if (r < 0)
+        return r;
+    char runtime[IC_PATH_MAX];
+    r = ic_paths_runtime_dir(runtime, sizeof(runtime), err);
+    if (r < 0)
+        return r;
+    r = ic_state_create(runtime, vm->id, vm->name, vm->driver->name, &vm->state, err);
+    if (r < 0)
+        return ic_err_wrap(err, "creating the VM's state record");
+    *out = TAKE_PTR(vm);
+    return 0;
+}
+
+int ic_vm_start(ic_vm *vm, ic_err *err)
+{
+    ic_state_set_phase(vm->state, "starting", NULL);
+    int r = vm->driver->start(vm, err);
+    if (r < 0) {
+        vm->failed = true;
+        ic_state_set_phase(vm->state, "failed", NULL);
+    }
+    return r;
+}
+
+uv_stream_t *ic_vm_take_channel(ic_vm *vm)
+{
+    uv_stream_t *s = vm->channel;
+    vm->channel = NULL;
+    return s;
+}
+
+static void on_grace_expired(uv_timer_t *t)
+{
+    ic_vm *vm = t->data;
+    if (vm->proc_running) {
+        ic_log_warn("vm %s: %s did not end within its grace period; killing it", vm->id,
+                    vm->driver->name);
+        uv_process_kill(&vm->proc, SIGKILL);
+    }
+}
+
+void ic_vm_stop(ic_vm *vm, uint32_t grace_ms)
+{
+    vm->stop_requested = true;
+    if (!vm->proc_running)
+        return;
+    ic_state_set_phase(vm->state, "stopping", NULL);
+    if (vm->driver->stop)
+        vm->driver->stop(vm);
+    if (!vm->grace_init) {
+        uv_timer_init(vm->loop, &vm->grace);
+        vm->grace.data = vm;
+        vm->grace_init = true;
+    }
+    uv_timer_start(&vm->grace, on_grace_expired, grace_ms, 0);
+}
+
+static void reap_in_pool(uv_work_t *w)
+{
+    ic_vm *vm = w->data;
+    ic_state_reap(vm->state, &vm->reap_err);
+}
+
+static void after_reap(uv_work_t *w, int status)
+{
+    ic_vm *vm = w->data;
+    ic_vm_done_fn done = vm->done;
+    void *done_ud = vm->done_ud;
+    ic_err err = vm->reap_err;
+    ic_state_free(vm->state);
+    free(vm->priv);
+    free(vm);
+    if (done)
+        done(err.code ? &err : NULL, done_ud);
+}
+
+/* Teardown's last step, once the VMM is gone and every handle closed. */
+static void maybe_finish(ic_vm *vm)
+{
+    if (!vm->destroying || vm->proc_running || vm->open_handles > 0 || vm->reap_work.data)
+        return;
+    vm->reap_work.data = vm;
+    int r = uv_queue_work(vm->loop, &vm->reap_work, reap_in_pool, after_reap);
+    if (r < 0) {
+        reap_in_pool(&vm->reap_work);
+        after_reap(&vm->reap_work, 0);
+    }
+}
+
+void ic_vm_destroy(ic_vm *vm, ic_vm_done_fn done, void *ud)
+{
+    if (!vm) {
+        if (done)
+            done(NULL, ud);
+        return;
+    }
+    vm->destroying = true;
+    vm->done = done;
+    vm->done_ud = ud;
+    vm->cb = NULL;
+    if (vm->proc_running)
+        uv_process_kill(&vm->proc, SIGKILL);
+    if (vm->driver->release)
+        vm->driver->release(vm);
+    if (vm->channel) {
+        /* Heap-allocated by the driver and never handed on: free it here. */
+        vm->channel->data = vm;
+        vm->open_handles++;
+        uv_close((uv_handle_t *)vm->channel, on_channel_closed);
+        vm->channel = NULL;
+    }
+    if (vm->grace_init)
+        ic_vm__close(vm, (uv_handle_t *)&vm->grace);
+    ic_state_set_phase(vm->state, "destroying", NULL);
+    /* The process handle closes in on_vmm_exit once libuv has reaped it. */
+    maybe_finish(vm);
+}
+
+const char *ic_vm_id(const ic_vm *vm) { return vm->id; }
+const char *ic_vm_name(const ic_vm *vm) { return vm->name; }
+const char *ic_vm_driver(const ic_vm *vm) { return vm->driver->name; }
+const char *ic_vm_dir(const ic_vm *vm) { return ic_state_dir(vm->state); }
+const char *ic_vm_accel(const ic_vm *vm) { return vm->use_kvm ? "kvm" : "tcg"; }
+int ic_vm_pid(const ic_vm *vm) { return vm->proc_running ? vm->proc.pid : 0; }
+bool ic_vm_running(const ic_vm *vm) { return vm->proc_running; }
+
+int ic_vm_console_tail(const ic_vm *vm, char *out, size_t max)
+{
+    out[0] = '\0';
+    char path[IC_PATH_MAX];
+    if (snprintf(path, sizeof(path), "%s/console.log", ic_state_dir(vm->state)) >= (int)sizeof(path))
+        return -ENAMETOOLONG;
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    off_t end = lseek(fd, 0, SEEK_END);
+    off_t start = end > (off_t)(max - 1) ? end - (off_t)(max - 1) : 0;
+    ssize_t n = pread(fd, out, max - 1, start);
+    if (n < 0)
+        return -errno;
+    out[n] = '\0';
+    /* One line for an error message: printable characters only. */
+    for (ssize_t i = 0; i < n; i++)
+        if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f)
+            out[i] = ' ';
+    return 0;
+}
