@@ -18,7 +18,7 @@ help:
 	@echo "make install  install to PREFIX=$(PREFIX)"
 
 setup:
-	@scripts/setup.sh
+	@bash scripts/setup.sh
 
 build:
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIC_TESTS=OFF >/dev/null
@@ -45,14 +45,14 @@ unit: $(TEST_BUILD)/CMakeCache.txt
 
 fuzz-smoke: $(TEST_BUILD)/CMakeCache.txt
 	@cmake --build $(TEST_BUILD) -j$(JOBS)
-	@tests/fuzz/run.sh $(TEST_BUILD) $${FUZZ_SECONDS:-20}
+	@bash tests/fuzz/run.sh $(TEST_BUILD) $${FUZZ_SECONDS:-20}
 
 fuzz: $(TEST_BUILD)/CMakeCache.txt
 	@cmake --build $(TEST_BUILD) -j$(JOBS)
-	@tests/fuzz/run.sh $(TEST_BUILD) $${FUZZ_SECONDS:-300}
+	@bash tests/fuzz/run.sh $(TEST_BUILD) $${FUZZ_SECONDS:-300}
 
 integration: image
-	@tests/integration/run.sh $(BUILD)
+	@bash tests/integration/run.sh $(BUILD)
 
 test: setup build
 	@$(MAKE) --no-print-directory image
@@ -61,7 +61,7 @@ test: setup build
 	@$(MAKE) --no-print-directory integration
 
 bench: setup image
-	@bench/run.sh $(BUILD)
+	@bash bench/run.sh $(BUILD)
 
 install: build
 	@cmake --install $(BUILD) --prefix $(PREFIX)
