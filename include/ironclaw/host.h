@@ -36,6 +36,7 @@ struct ic_host {
     bool hw_virt;                    /* vmx or svm in /proc/cpuinfo flags */
     char hw_virt_flag[8];            /* "vmx", "svm" or "" */
     bool hypervisor;                 /* "hypervisor" flag: we are ourselves a guest */
+    bool stable_tsc;                 /* constant_tsc and nonstop_tsc */
     bool kvm_present;                /* /dev/kvm exists */
     bool kvm_rw;                     /* ... and opens read/write */
     bool kvm_usable;                 /* hw_virt && kvm_rw */
@@ -76,6 +77,14 @@ int ic_host_probe(const struct ic_host_probe_opts *opts, struct ic_host *h, ic_e
  * cannot run is an error naming what is missing (and the Debian package). */
 int ic_host_pick_vmm(const struct ic_host *h, const char *requested, const char **driver,
                      bool *use_kvm, char *why, size_t why_size, ic_err *err);
+
+/* The host's TSC frequency in kHz, measured against CLOCK_MONOTONIC_RAW
+ * over a few milliseconds; 0 when the TSC is not stable or not x86. Under
+ * TCG the guest's TSC runs at the host's rate, and a guest kernel that
+ * must calibrate it against the emulated PIT fails at random when the
+ * host is busy ("could not calculate TSC khz") and then hangs; handing the
+ * guest this figure (tsc_early_khz=) skips that calibration. */
+uint32_t ic_host_tsc_khz(const struct ic_host *h);
 
 const char *ic_cgroup_mode_name(enum ic_cgroup_mode m);   /* "none", "v1", "v2", "hybrid" */
 

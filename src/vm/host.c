@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -97,6 +98,7 @@ static void probe_cpu(struct probe *p, struct ic_host *h)
             snprintf(h->hw_virt_flag, sizeof(h->hw_virt_flag), "svm");
         h->hw_virt = h->hw_virt_flag[0] != '\0';
         h->hypervisor = has_word(flags, "hypervisor");
+        h->stable_tsc = has_word(flags, "constant_tsc") && has_word(flags, "nonstop_tsc");
         break;
     }
 }
@@ -264,6 +266,55 @@ int ic_host_probe(const struct ic_host_probe_opts *opts, struct ic_host *h, ic_e
     return 0;
 }
 
+/* ---- TSC frequency --------------------------------------------------------- */
+
+#if defined(__x86_64__) || defined(__i386__)
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_RAW, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* One measurement over `window_ns`; the clock reads are bracketed by TSC
+ * reads so a preemption in between shows up as a wide bracket. */
+static double tsc_sample(uint64_t window_ns, uint64_t *bracket)
+{
+    uint64_t a0 = __builtin_ia32_rdtsc(), t0 = now_ns(), a1 = __builtin_ia32_rdtsc();
+    uint64_t t1;
+    do
+        t1 = now_ns();
+    while (t1 - t0 < window_ns);
+    uint64_t b0 = __builtin_ia32_rdtsc();
+    t1 = now_ns();
+    uint64_t b1 = __builtin_ia32_rdtsc();
+    *bracket = (a1 - a0) + (b1 - b0);
+    return (double)((b0 + b1) / 2 - (a0 + a1) / 2) * 1e6 / (double)(t1 - t0);
+}
+
+uint32_t ic_host_tsc_khz(const struct ic_host *h)
+{
+    if (!h->stable_tsc)
+        return 0;
+    uint64_t best_bracket = UINT64_MAX;
+    double best = 0;
+    for (int i = 0; i < 3; i++) {
+        uint64_t bracket;
+        double khz = tsc_sample(2000000, &bracket);
+        if (bracket < best_bracket) {
+            best_bracket = bracket;
+            best = khz;
+        }
+    }
+    return best > 1000 && best < 100e6 ? (uint32_t)(best + 0.5) : 0;
+}
+#else
+uint32_t ic_host_tsc_khz(const struct ic_host *h)
+{
+    return 0;
+}
+#endif
+
 const char *ic_cgroup_mode_name(enum ic_cgroup_mode m)
 {
     switch (m) {
@@ -368,10 +419,11 @@ json_t *ic_host_to_json(const struct ic_host *h)
     char caps[32];
     snprintf(caps, sizeof(caps), "%016" PRIx64, h->cap_eff);
     return json_pack(
-        "{s:{s:b,s:s,s:b},s:{s:b,s:b,s:b},s:{s:b,s:b},"
+        "{s:{s:b,s:s,s:b,s:b},s:{s:b,s:b,s:b},s:{s:b,s:b},"
         "s:{s:o,s:o,s:o,s:o,s:o,s:o,s:o},"
         "s:{s:s,s:s},s:{s:b,s:s,s:b,s:b},s:{s:b,s:s},s:b,s:s}",
         "cpu", "hw_virt", h->hw_virt, "flag", h->hw_virt_flag, "hypervisor", h->hypervisor,
+        "stable_tsc", h->stable_tsc,
         "kvm", "present", h->kvm_present, "rw", h->kvm_rw, "usable", h->kvm_usable,
         "vhost_vsock", "present", h->vhost_vsock_present, "rw", h->vhost_vsock_rw,
         "programs", "qemu-system-x86_64", path_or_null(h->qemu), "firecracker",

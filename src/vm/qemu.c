@@ -166,8 +166,12 @@ static int build_argv(ic_vm *vm, const char *qemu_bin, const char *console, stru
     arg(b, img->kernel);
     arg(b, "-initrd");
     arg(b, img->initrd);
+    char tsc[32] = "";
+    uint32_t khz = kvm ? 0 : ic_host_tsc_khz(ic_vm__host(vm));
+    if (khz)
+        snprintf(tsc, sizeof(tsc), " tsc_early_khz=%u", khz);
     arg(b, "-append");
-    argf(b, "console=ttyS0 quiet panic=-1 reboot=t ironclaw.transport=virtio-serial%s",
+    argf(b, "console=ttyS0 quiet panic=-1 reboot=t ironclaw.transport=virtio-serial%s%s", tsc,
          cfg->debug_guest ? " ironclaw.debug=1" : "");
     arg(b, "-device");
     arg(b, "virtio-serial-device");
