@@ -325,7 +325,8 @@ static void on_started(ic_exec *ex, int pid, const ic_err *err, void *ud)
         j->ex = NULL;
         ic_err e = *err;
         ic_err_wrap(&e, "cannot run '%s' in the VM", j->argv[0]);
-        finish(j, err->code == ECANCELED || err->code == EPIPE ? IC_EXIT_GUEST_LOST : 127, &e);
+        bool lost = err->code == ECANCELED || err->code == EPIPE;
+        finish(j, lost ? IC_EXIT_GUEST_LOST : IC_EXIT_NOT_RUN, &e);
         return;
     }
     ic_log_debug("command started as guest pid %d", pid);
@@ -542,8 +543,9 @@ static void finish(struct job *j, int code, const ic_err *err)
         return;
     }
     ic_sandbox_pause_output(j->sb, false);
-    /* A healthy guest powers off cleanly; after a timeout or loss, kill. */
-    if (code == 0 || code == IC_EXIT_FILE)
+    /* A healthy guest powers off cleanly; after a timeout or loss, kill.
+     * A command that could not start (127) leaves the guest healthy. */
+    if (code == 0 || code == IC_EXIT_FILE || code == IC_EXIT_NOT_RUN)
         ic_sandbox_shutdown(j->sb, on_shut_down, j);
     else
         ic_sandbox_kill(j->sb, on_shut_down, j);

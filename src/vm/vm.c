@@ -44,6 +44,7 @@ struct ic_vm {
     bool proc_running;
     uv_timer_t grace;
     bool grace_init;
+    uint32_t grace_ms;
     uv_stream_t *channel;
 
     bool failed;
@@ -322,11 +323,13 @@ uv_stream_t *ic_vm_take_channel(ic_vm *vm)
 static void on_grace_expired(uv_timer_t *t)
 {
     ic_vm *vm = t->data;
-    if (vm->proc_running) {
+    if (!vm->proc_running)
+        return;
+    /* A zero grace is a deliberate kill, not a VMM that ignored us. */
+    if (vm->grace_ms > 0)
         ic_log_warn("vm %s: %s did not end within its grace period; killing it", vm->id,
                     vm->driver->name);
-        uv_process_kill(&vm->proc, SIGKILL);
-    }
+    uv_process_kill(&vm->proc, SIGKILL);
 }
 
 void ic_vm_stop(ic_vm *vm, uint32_t grace_ms)
@@ -342,6 +345,7 @@ void ic_vm_stop(ic_vm *vm, uint32_t grace_ms)
         vm->grace.data = vm;
         vm->grace_init = true;
     }
+    vm->grace_ms = grace_ms;
     uv_timer_start(&vm->grace, on_grace_expired, grace_ms, 0);
 }
 
