@@ -109,12 +109,16 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "null" || b == "null" || b =
 # The QEMU command line of src/vm/qemu.c, minus the channel and the
 # ironclaw.* kernel parameters. ACCEL comes from ironclaw's own report.
 ACCEL=tcg
+# ironclaw hands a TCG guest the host's TSC rate (see host.h); the bare
+# boot gets the same, so both kernels skip the same calibration.
+TSC_ARG=$("$IRONCLAW" doctor --json 2>/dev/null | grep -A2 '"item": "TSC frequency"' |
+  sed -n 's/.*"value": "\([0-9]*\) kHz".*/ tsc_early_khz=\1/p')
 qemu_base() {
   local cpu=max; [ "$ACCEL" = kvm ] && cpu=host
   printf '%s\n' "$QEMU" -M microvm,x-option-roms=off,isa-serial=on,rtc=off -accel "$ACCEL" \
     -cpu "$cpu" -smp 1 -m 256M -nodefaults -no-user-config -nographic -no-reboot \
     -serial "file:$1" -kernel "$TMP/vmlinuz" -initrd "$2" \
-    -append "console=ttyS0 quiet panic=-1 reboot=t"
+    -append "console=ttyS0 quiet panic=-1 reboot=t$TSC_ARG"
 }
 
 # ---- 1. cold start -----------------------------------------------------------

@@ -87,6 +87,13 @@ bool ic_vm_running(const ic_vm *vm);
 /* The last `max` bytes of the guest console log, for error messages. */
 int ic_vm_console_tail(const ic_vm *vm, char *out, size_t max);
 
+/* Removes everything a VM's state record lists, whatever layer created
+ * it (processes, paths, and the isolation layers' resources). Idempotent;
+ * keeps going past failures and reports the first. Blocking: call it in
+ * the thread pool or from a command such as `ironclaw gc`. */
+struct ic_state;
+int ic_vm_reap_record(struct ic_state *st, ic_err *err);
+
 /* Entry point of the launch trampoline: a program using this library must
  * call it first thing in main(). It returns -1 when argv is not a launch
  * request; otherwise it never returns (it execs the VMM or exits 127). */

@@ -75,6 +75,12 @@ static void cpu_rows(struct table *t, const struct ic_host *h)
         h->kvm_rw || !h->kvm_present ? NULL : "add this user to the kvm group");
     row(t, "KVM usable", h->kvm_usable ? ST_OK : ST_NO, h->kvm_usable ? "yes" : "no",
         h->kvm_usable ? NULL : "needs both vmx/svm and a read/write /dev/kvm");
+    uint32_t khz = ic_host_tsc_khz(h);
+    if (khz)
+        snprintf(v, sizeof(v), "%u kHz", khz);
+    row(t, "TSC frequency", khz ? ST_OK : ST_NO, khz ? v : "not stable or not measurable",
+        khz ? "measured; TCG guests get it as tsc_early_khz="
+            : "TCG guests calibrate their TSC themselves (may fail on a busy host)");
     row(t, "/dev/vhost-vsock", h->vhost_vsock_rw ? ST_OK : ST_MISSING,
         h->vhost_vsock_rw ? "read/write" : h->vhost_vsock_present ? "present, not read/write" : "absent",
         h->vhost_vsock_rw ? NULL : "optional: 'modprobe vhost_vsock' for AF_VSOCK channels");

@@ -9,6 +9,7 @@
 #include "ironclaw/fsutil.h"
 #include "ironclaw/paths.h"
 #include "ironclaw/state.h"
+#include "ironclaw/vm.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -94,7 +95,7 @@ static int visit(ic_state *st, const char *dir, const ic_err *load_err, void *ud
     if (ic_state_owner_alive(st))
         return 0;
     gc->count++;
-    int r = gc->dry_run ? 0 : ic_state_reap(st, &err);
+    int r = gc->dry_run ? 0 : ic_vm_reap_record(st, &err);
     if (r < 0)
         gc->failures++;
     report(gc, id, ic_state_name(st), dir, r < 0 ? &err : NULL);

@@ -349,10 +349,18 @@ void ic_vm_stop(ic_vm *vm, uint32_t grace_ms)
     uv_timer_start(&vm->grace, on_grace_expired, grace_ms, 0);
 }
 
+/* The one place that knows every kind of resource a VM record can list.
+ * Runs in the thread pool (destroy) or in `ironclaw gc`. The processes go
+ * first: nothing may still use a resource when it is removed. */
+int ic_vm_reap_record(ic_state *st, ic_err *err)
+{
+    return ic_state_reap(st, err);
+}
+
 static void reap_in_pool(uv_work_t *w)
 {
     ic_vm *vm = w->data;
-    ic_state_reap(vm->state, &vm->reap_err);
+    ic_vm_reap_record(vm->state, &vm->reap_err);
 }
 
 static void after_reap(uv_work_t *w, int status)
