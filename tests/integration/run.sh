@@ -404,8 +404,18 @@ TESTS=(
   t_guest_never_answers:120
   t_json_report:100
   t_env_workdir:80
-  t_nothing_left:30
 )
+
+# Each area's tests live in a file of their own beside this one
+# (suite_<area>.sh): it defines t_* functions with the helpers above and
+# appends "name:limit" entries to TESTS.
+SUITE_DIR=$(dirname "$SELF")
+for suite in "$SUITE_DIR"/suite_*.sh; do
+  [ -e "$suite" ] || continue
+  # shellcheck source=/dev/null
+  . "$suite"
+done
+TESTS+=(t_nothing_left:30)   # always last: the whole suite left nothing
 
 # ---- one test, in its own process ------------------------------------------
 
