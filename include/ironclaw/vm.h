@@ -41,6 +41,9 @@ struct ic_vm_config {
     unsigned mem_mib;          /* 64..65536 */
     uint32_t channel_timeout_ms; /* VMM to connect its channel; 0 = default */
     bool debug_guest;          /* ironclaw.debug=1 on the guest command line */
+    /* Network namespace the VMM joins (an nsfs file such as
+     * /run/netns/NAME); NULL gives it a new, empty one (no network). */
+    const char *netns;
 };
 
 #define IC_VM_DEFAULT_CPUS 1

@@ -3,15 +3,24 @@
  *
  * libuv's uv_spawn cannot run code between fork and exec, yet a VMM must be
  * set up in exactly that window: it must die with its parent (so a kill -9
- * of ironclaw takes the VMM along) and, later, enter its jail and seccomp
- * filter. So ironclaw spawns itself with a marker argument; this code runs
- * in that child, applies the settings, and execs the VMM. The settings
- * survive execve, which is what makes the trick work.
+ * of ironclaw takes the VMM along), enter its network namespace, and its
+ * jail and seccomp filter. So ironclaw spawns itself with a marker
+ * argument; this code runs in that child, applies the settings step by
+ * step, and execs the VMM. The settings survive execve, which is what
+ * makes the trick work.
+ *
+ * Every step fails closed: the first one that cannot be done writes
+ * "<step>: <reason>" to the status descriptor and the trampoline exits 127
+ * without exec'ing anything. The descriptor is close-on-exec, so the owner
+ * reads EOF with no message exactly when the VMM was exec'd.
  */
 #include "vm/launch.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,47 +28,138 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static void close_inherited_fds(void)
+struct launch_opts {
+    pid_t parent;
+    int status_fd;          /* -1: report on stderr only */
+    const char *netns;      /* a network namespace to join (a bind-mounted nsfs file) */
+    bool new_netns;         /* or a new, empty one */
+    char **vmm_argv;
+};
+
+static void die(const struct launch_opts *o, const char *step, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5), noreturn));
+static void die(const struct launch_opts *o, const char *step, int code, const char *fmt, ...)
+{
+    char msg[512];
+    int n = snprintf(msg, sizeof(msg), "%s: ", step);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof(msg))
+        n += vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (code && n > 0 && (size_t)n < sizeof(msg))
+        snprintf(msg + n, sizeof(msg) - (size_t)n, ": %s", strerror(code));
+    /* stderr is the VMM's log file: the owner shows its tail on failure. */
+    fprintf(stderr, "ironclaw launch: %s\n", msg);
+    if (o->status_fd >= 0) {
+        ssize_t w = write(o->status_fd, msg, strlen(msg));
+        (void)w;
+    }
+    _exit(127);
+}
+
+static int parse_fd(const char *s)
+{
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    return end && *end == '\0' && v >= 3 && v < 1024 ? (int)v : -1;
+}
+
+static void parse(int argc, char **argv, struct launch_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->status_fd = -1;
+    /* --status-fd comes first on the command line vm.c builds, so that
+     * even a bad later option is reported through it. */
+    int i = 2;
+    for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--parent") == 0 && v) {
+            o->parent = (pid_t)strtol(v, NULL, 10);
+            i++;
+        } else if (strcmp(a, "--status-fd") == 0 && v) {
+            o->status_fd = parse_fd(v);
+            if (o->status_fd < 0)
+                die(o, "options", EINVAL, "bad --status-fd '%s'", v);
+            i++;
+        } else if (strcmp(a, "--netns") == 0 && v) {
+            o->netns = v;
+            i++;
+        } else if (strcmp(a, "--new-netns") == 0) {
+            o->new_netns = true;
+        } else {
+            die(o, "options", EINVAL, "unknown launch option '%s'", a);
+        }
+    }
+    if (i + 1 >= argc || o->parent <= 1)
+        die(o, "options", EINVAL, "no VMM command or parent pid");
+    if (o->netns && o->new_netns)
+        die(o, "options", EINVAL, "--netns and --new-netns exclude each other");
+    o->vmm_argv = argv + i + 1;
+}
+
+/* ---- the steps, in the order they run ------------------------------------ */
+
+static void die_with_parent(const struct launch_opts *o)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+        die(o, "death signal", errno, "PR_SET_PDEATHSIG");
+    /* The parent may have died before the line above: then nobody would
+     * ever kill us. */
+    if (getppid() != o->parent)
+        _exit(127);
+}
+
+static void enter_network(const struct launch_opts *o)
+{
+    if (o->new_netns && unshare(CLONE_NEWNET) < 0)
+        die(o, "network namespace", errno, "cannot give the VMM an empty network namespace");
+    if (o->netns) {
+        int fd = open(o->netns, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            die(o, "network namespace", errno, "cannot open %s", o->netns);
+        if (setns(fd, CLONE_NEWNET) < 0)
+            die(o, "network namespace", errno, "cannot enter %s", o->netns);
+        close(fd);
+    }
+}
+
+static void close_from(int from)
 {
 #ifdef SYS_close_range
-    if (syscall(SYS_close_range, 3u, ~0u, 0u) == 0)
+    if (syscall(SYS_close_range, (unsigned)from, ~0u, 0u) == 0)
         return;
 #endif
     long max = sysconf(_SC_OPEN_MAX);
-    for (long fd = 3; fd < max && fd < 65536; fd++)
+    for (long fd = from; fd < max && fd < 65536; fd++)
         close((int)fd);
 }
 
-static void die(const char *what, int code)
+/* The VMM keeps stdio only; the status descriptor closes at exec. */
+static void close_inherited_fds(const struct launch_opts *o)
 {
-    /* stderr is the VMM's log file: the owner shows its tail on failure. */
-    fprintf(stderr, "ironclaw launch: %s: %s\n", what, strerror(code));
-    _exit(127);
+    int keep = o->status_fd;
+    if (keep < 0) {
+        close_from(3);
+        return;
+    }
+    if (fcntl(keep, F_SETFD, FD_CLOEXEC) < 0)
+        die(o, "descriptors", errno, "cannot mark the status descriptor close-on-exec");
+    for (int fd = 3; fd < keep; fd++)
+        close(fd);
+    close_from(keep + 1);
 }
 
 int ic_vm_launch_main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], IC_LAUNCH_MARKER) != 0)
         return -1;
-    pid_t parent = 0;
-    int i = 2;
-    for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
-        if (strcmp(argv[i], "--parent") == 0 && i + 1 < argc)
-            parent = (pid_t)strtol(argv[++i], NULL, 10);
-        else
-            die("unknown launch option", EINVAL);
-    }
-    if (i + 1 >= argc || parent <= 1)
-        die("no VMM command or parent pid", EINVAL);
-
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
-        die("PR_SET_PDEATHSIG", errno);
-    /* The parent may have died before the line above: then nobody would
-     * ever kill us. */
-    if (getppid() != parent)
-        _exit(127);
-    close_inherited_fds();
-    execv(argv[i + 1], argv + i + 1);
-    die(argv[i + 1], errno);
-    return -1;
+    struct launch_opts o;
+    parse(argc, argv, &o);
+    die_with_parent(&o);
+    enter_network(&o);
+    close_inherited_fds(&o);
+    execv(o.vmm_argv[0], o.vmm_argv);
+    die(&o, "exec", errno, "%s", o.vmm_argv[0]);
 }

@@ -29,6 +29,7 @@ struct ic_vm {
     struct ic_vm_config cfg;
     char name[IC_NAME_MAX + 1];
     char image_name[IC_NAME_MAX + 1];
+    char netns[IC_PATH_MAX];
     char id[IC_ID_SIZE];
     ic_state *state;
     const struct ic_vm_driver *driver;
@@ -42,6 +43,15 @@ struct ic_vm {
     uv_process_t proc;
     bool proc_spawned;     /* proc handle initialised */
     bool proc_running;
+    /* The trampoline's status pipe: EOF with no message = the VMM was
+     * exec'd; a message = the launch step that failed (see launch.c). */
+    uv_pipe_t status_pipe;
+    bool status_open;
+    char launch_msg[512];
+    size_t launch_len;
+    bool exit_seen;        /* the process ended while the pipe was still open */
+    int64_t exit_status;
+    int exit_sig;
     uv_timer_t grace;
     bool grace_init;
     uint32_t grace_ms;
@@ -125,6 +135,11 @@ void ic_vm__close(ic_vm *vm, uv_handle_t *h)
 
 static void describe_exit(ic_vm *vm, int64_t status, int sig, ic_err *err)
 {
+    if (vm->launch_len > 0) {
+        ic_err_set(err, ECHILD, "the %s process could not be launched: %.*s", vm->driver->name,
+                   (int)vm->launch_len, vm->launch_msg);
+        return;
+    }
     char tail[512] = "";
     ic_vm_console_tail(vm, tail, sizeof(tail));
     const char *how = sig ? strsignal(sig) : "exited";
@@ -136,15 +151,12 @@ static void describe_exit(ic_vm *vm, int64_t status, int sig, ic_err *err)
                    (long long)status, tail[0] ? "; console ends with: " : "", tail);
 }
 
-static void on_vmm_exit(uv_process_t *p, int64_t status, int sig)
+/* Runs once both the process has ended and its status pipe is closed, so
+ * that a launch failure is always reported with its reason. */
+static void vmm_ended(ic_vm *vm)
 {
-    ic_vm *vm = p->data;
-    vm->proc_running = false;
-    ic_log_debug("vm %s: %s exited (status %lld, signal %d)", vm->id, vm->driver->name,
-                 (long long)status, sig);
-    ic_vm__close(vm, (uv_handle_t *)&vm->proc);
-    if (vm->grace_init)
-        uv_timer_stop(&vm->grace);
+    int64_t status = vm->exit_status;
+    int sig = vm->exit_sig;
     if (vm->destroying) {
         maybe_finish(vm);
         return;
@@ -157,6 +169,58 @@ static void on_vmm_exit(uv_process_t *p, int64_t status, int sig)
     }
     ic_state_set_phase(vm->state, "exited", NULL);
     emit(vm, IC_VM_EV_EXITED, vm->stop_requested ? NULL : &err);
+}
+
+static void on_vmm_exit(uv_process_t *p, int64_t status, int sig)
+{
+    ic_vm *vm = p->data;
+    vm->proc_running = false;
+    vm->exit_status = status;
+    vm->exit_sig = sig;
+    ic_log_debug("vm %s: %s exited (status %lld, signal %d)", vm->id, vm->driver->name,
+                 (long long)status, sig);
+    ic_vm__close(vm, (uv_handle_t *)&vm->proc);
+    if (vm->grace_init)
+        uv_timer_stop(&vm->grace);
+    if (vm->status_open) {
+        vm->exit_seen = true; /* the pipe's EOF finishes the job */
+        return;
+    }
+    vmm_ended(vm);
+}
+
+static void close_status_pipe(ic_vm *vm)
+{
+    if (!vm->status_open)
+        return;
+    vm->status_open = false;
+    ic_vm__close(vm, (uv_handle_t *)&vm->status_pipe);
+    if (vm->exit_seen) {
+        vm->exit_seen = false;
+        vmm_ended(vm);
+    }
+}
+
+static void on_status_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    ic_vm *vm = h->data;
+    size_t room = sizeof(vm->launch_msg) - vm->launch_len;
+    *buf = uv_buf_init(vm->launch_msg + vm->launch_len, (unsigned)room);
+}
+
+static void on_status_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    ic_vm *vm = s->data;
+    if (n > 0) {
+        vm->launch_len += (size_t)n;
+        if (vm->launch_len < sizeof(vm->launch_msg))
+            return;
+    } else if (n == 0) {
+        return;
+    }
+    if (vm->launch_len == 0 && vm->proc_running)
+        ic_log_debug("vm %s: %s launched", vm->id, vm->driver->name);
+    close_status_pipe(vm);
 }
 
 static int self_exe(char *out, size_t size, ic_err *err)
@@ -181,15 +245,25 @@ int ic_vm__spawn_vmm(ic_vm *vm, char *const argv[], const char *log_path, ic_err
     size_t n = 0;
     while (argv[n])
         n++;
-    _cleanup_free_ char **full = calloc(n + 6, sizeof(char *));
+    _cleanup_free_ char **full = calloc(n + 12, sizeof(char *));
     if (!full)
         return ic_err_set(err, ENOMEM, "out of memory");
-    full[0] = exe;
-    full[1] = (char *)IC_LAUNCH_MARKER;
-    full[2] = (char *)"--parent";
-    full[3] = parent;
-    full[4] = (char *)"--";
-    memcpy(full + 5, argv, n * sizeof(char *));
+    size_t k = 0;
+    full[k++] = exe;
+    full[k++] = (char *)IC_LAUNCH_MARKER;
+    full[k++] = (char *)"--status-fd";
+    full[k++] = (char *)"3";
+    full[k++] = (char *)"--parent";
+    full[k++] = parent;
+    /* Without a network of its own the VMM gets an empty namespace. */
+    if (vm->cfg.netns) {
+        full[k++] = (char *)"--netns";
+        full[k++] = (char *)vm->cfg.netns;
+    } else {
+        full[k++] = (char *)"--new-netns";
+    }
+    full[k++] = (char *)"--";
+    memcpy(full + k, argv, n * sizeof(char *));
 
     r = ic_state_add(vm->state, IC_RES_PROCESS, "vmm", NULL, err);
     if (r < 0)
@@ -198,17 +272,21 @@ int ic_vm__spawn_vmm(ic_vm *vm, char *const argv[], const char *log_path, ic_err
     if (log_fd < 0)
         return ic_err_sys(err, errno, "cannot create %s", log_path);
 
-    uv_stdio_container_t stdio[3] = {
+    uv_pipe_init(vm->loop, &vm->status_pipe, 0);
+    vm->status_pipe.data = vm;
+    vm->status_open = true;
+    uv_stdio_container_t stdio[4] = {
         {.flags = UV_IGNORE},
         {.flags = UV_INHERIT_FD, .data.fd = log_fd},
         {.flags = UV_INHERIT_FD, .data.fd = log_fd},
+        {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&vm->status_pipe},
     };
     uv_process_options_t opts = {
         .exit_cb = on_vmm_exit,
         .file = exe,
         .args = full,
         .flags = UV_PROCESS_DETACHED, /* own session: the terminal's ^C is ours to forward */
-        .stdio_count = 3,
+        .stdio_count = 4,
         .stdio = stdio,
     };
     vm->proc.data = vm;
@@ -216,9 +294,14 @@ int ic_vm__spawn_vmm(ic_vm *vm, char *const argv[], const char *log_path, ic_err
     vm->proc_spawned = true;
     if (r < 0) {
         ic_vm__close(vm, (uv_handle_t *)&vm->proc);
+        vm->status_open = false;
+        ic_vm__close(vm, (uv_handle_t *)&vm->status_pipe);
         return ic_err_set(err, -r, "cannot start %s: %s", argv[0], uv_strerror(r));
     }
     vm->proc_running = true;
+    r = uv_read_start((uv_stream_t *)&vm->status_pipe, on_status_alloc, on_status_read);
+    if (r < 0)
+        close_status_pipe(vm);
     ic_log_debug("vm %s: %s started as pid %d", vm->id, argv[0], vm->proc.pid);
     return ic_state_set_pid(vm->state, "vmm", vm->proc.pid, err);
 }
@@ -276,6 +359,11 @@ int ic_vm_create(uv_loop_t *loop, const struct ic_vm_config *cfg, ic_vm_event_fn
     snprintf(vm->image_name, sizeof(vm->image_name), "%s", cfg->image ? cfg->image : "default");
     vm->cfg.name = vm->name;
     vm->cfg.image = vm->image_name;
+    if (cfg->netns) {
+        if (snprintf(vm->netns, sizeof(vm->netns), "%s", cfg->netns) >= (int)sizeof(vm->netns))
+            return ic_err_set(err, ENAMETOOLONG, "network namespace path is too long");
+        vm->cfg.netns = vm->netns;
+    }
     vm->cfg.vmm = NULL; /* only needed here */
     if (!vm->cfg.channel_timeout_ms)
         vm->cfg.channel_timeout_ms = CHANNEL_TIMEOUT_DEFAULT_MS;
@@ -413,6 +501,7 @@ void ic_vm_destroy(ic_vm *vm, ic_vm_done_fn done, void *ud)
     }
     if (vm->grace_init)
         ic_vm__close(vm, (uv_handle_t *)&vm->grace);
+    close_status_pipe(vm);
     ic_state_set_phase(vm->state, "destroying", NULL);
     /* The process handle closes in on_vmm_exit once libuv has reaped it. */
     maybe_finish(vm);

@@ -1,0 +1,162 @@
+/*
+ * test_launch.c - the launch trampoline (src/vm/launch.c) run for real:
+ * the ironclaw binary re-executed with the launch marker, as vm.c does.
+ * Each failing step must report "<step>: <reason>" on the status pipe and
+ * exec nothing; a good launch closes the pipe with no message.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct launched {
+    int status;           /* wait status */
+    char msg[512];        /* what came through the status pipe */
+    char out[512];        /* the exec'd program's stdout */
+};
+
+/* Runs `ironclaw __ironclaw_launch --status-fd 3 --parent <us> EXTRA... -- PROG...`. */
+static void launch(const char *const *extra, const char *const *prog, struct launched *res)
+{
+    int status[2], out[2];
+    assert_int_equal(pipe(status), 0);
+    assert_int_equal(pipe(out), 0);
+    char parent[24];
+    snprintf(parent, sizeof(parent), "%d", (int)getpid());
+    const char *argv[32];
+    size_t n = 0;
+    argv[n++] = IC_TEST_IRONCLAW;
+    argv[n++] = "__ironclaw_launch";
+    argv[n++] = "--status-fd";
+    argv[n++] = "3";
+    argv[n++] = "--parent";
+    argv[n++] = parent;
+    for (size_t i = 0; extra[i]; i++)
+        argv[n++] = extra[i];
+    argv[n++] = "--";
+    for (size_t i = 0; prog[i]; i++)
+        argv[n++] = prog[i];
+    argv[n] = NULL;
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(out[1], 1);
+        dup2(status[1], 3);
+        execv(argv[0], (char *const *)argv);
+        _exit(126);
+    }
+    close(status[1]);
+    close(out[1]);
+    memset(res, 0, sizeof(*res));
+    size_t got = 0;
+    ssize_t r;
+    while ((r = read(status[0], res->msg + got, sizeof(res->msg) - 1 - got)) > 0)
+        got += (size_t)r;
+    got = 0;
+    while ((r = read(out[0], res->out + got, sizeof(res->out) - 1 - got)) > 0)
+        got += (size_t)r;
+    close(status[0]);
+    close(out[0]);
+    assert_int_equal(waitpid(pid, &res->status, 0), pid);
+}
+
+static int exit_code(const struct launched *l)
+{
+    return WIFEXITED(l->status) ? WEXITSTATUS(l->status) : -1;
+}
+
+static void test_good_launch_closes_pipe_silently(void **state)
+{
+    const char *extra[] = {NULL};
+    const char *prog[] = {"/bin/sh", "-c", "echo ran; ls /proc/self/fd | wc -l", NULL};
+    struct launched l;
+    launch(extra, prog, &l);
+    assert_int_equal(exit_code(&l), 0);
+    assert_string_equal(l.msg, "");
+    /* stdin, stdout, stderr and the directory ls reads: no inherited fd. */
+    assert_string_equal(l.out, "ran\n4\n");
+}
+
+static void test_missing_netns_fails_closed(void **state)
+{
+    const char *extra[] = {"--netns", "/nonexistent/netns", NULL};
+    const char *prog[] = {"/bin/echo", "must-not-run", NULL};
+    struct launched l;
+    launch(extra, prog, &l);
+    assert_int_equal(exit_code(&l), 127);
+    assert_string_equal(l.out, "");
+    assert_non_null(strstr(l.msg, "network namespace: cannot open /nonexistent/netns"));
+    assert_non_null(strstr(l.msg, "No such file or directory"));
+}
+
+static void test_bad_options_are_reported(void **state)
+{
+    const char *extra[] = {"--frobnicate", NULL};
+    const char *prog[] = {"/bin/echo", "must-not-run", NULL};
+    struct launched l;
+    launch(extra, prog, &l);
+    assert_int_equal(exit_code(&l), 127);
+    assert_string_equal(l.out, "");
+    assert_non_null(strstr(l.msg, "options: unknown launch option '--frobnicate'"));
+
+    const char *both[] = {"--new-netns", "--netns", "/proc/self/ns/net", NULL};
+    launch(both, prog, &l);
+    assert_int_equal(exit_code(&l), 127);
+    assert_non_null(strstr(l.msg, "exclude each other"));
+}
+
+static void test_exec_failure_is_reported(void **state)
+{
+    const char *extra[] = {NULL};
+    const char *prog[] = {"/no/such/vmm", NULL};
+    struct launched l;
+    launch(extra, prog, &l);
+    assert_int_equal(exit_code(&l), 127);
+    assert_non_null(strstr(l.msg, "exec: /no/such/vmm: No such file or directory"));
+}
+
+static void test_new_netns_is_empty(void **state)
+{
+    if (geteuid() != 0) {
+        print_message("SKIP: an empty network namespace needs root\n");
+        skip();
+    }
+    char ours[128] = "";
+    ssize_t n = readlink("/proc/self/ns/net", ours, sizeof(ours) - 1);
+    assert_true(n > 0);
+    const char *extra[] = {"--new-netns", NULL};
+    const char *prog[] = {"/bin/sh", "-c", "readlink /proc/self/ns/net; ls /sys/class/net", NULL};
+    struct launched l;
+    launch(extra, prog, &l);
+    assert_int_equal(exit_code(&l), 0);
+    assert_string_equal(l.msg, "");
+    /* Another namespace, holding nothing but loopback. */
+    char want_not[160];
+    snprintf(want_not, sizeof(want_not), "%s\n", ours);
+    assert_null(strstr(l.out, want_not));
+    assert_non_null(strstr(l.out, "net:["));
+    assert_non_null(strstr(l.out, "\nlo\n"));
+    const char *after_lo = strstr(l.out, "\nlo\n") + 4;
+    assert_string_equal(after_lo, "");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_good_launch_closes_pipe_silently),
+        cmocka_unit_test(test_missing_netns_fails_closed),
+        cmocka_unit_test(test_bad_options_are_reported),
+        cmocka_unit_test(test_exec_failure_is_reported),
+        cmocka_unit_test(test_new_netns_is_empty),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
