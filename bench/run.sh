@@ -12,20 +12,23 @@
 #                   (request -> exit notification), and `ping` over a bare
 #                   VM's RPC channel (request -> answer).
 #   3. throughput   BENCH_MIB MiB host -> guest -> host through `cat`:
-#                   bench_rtt in one running VM (library API), the CLI's
-#                   timings_ms.command, and the raw transport: the same QEMU
-#                   virtio-serial port and socket with an init that echoes
-#                   bytes back and the host tool bench_echo.
+#                   bench_rtt (library API), the CLI's timings_ms.command,
+#                   and the raw transport: the same QEMU virtio-serial port
+#                   and socket with an init that echoes bytes back and the
+#                   host tool bench_echo. The three alternate, each in a
+#                   fresh VM, BENCH_STREAM_ROUNDS times; medians compared.
 #
 # Prints a table at the end; with BENCH_JSON=FILE also writes the results
 # as JSON there. Exits 0 unless a benchmark could not produce its figure.
-# Settings: BENCH_RUNS (5), BENCH_EXECS (50), BENCH_MIB (128).
+# Settings: BENCH_RUNS (5), BENCH_EXECS (50), BENCH_MIB (128),
+# BENCH_STREAM_ROUNDS (3).
 set -uo pipefail
 
 BUILD=${1:-build}
 RUNS=${BENCH_RUNS:-5}
 EXECS=${BENCH_EXECS:-50}
 MIB=${BENCH_MIB:-128}
+STREAM_ROUNDS=${BENCH_STREAM_ROUNDS:-3}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 IRONCLAW=$BUILD/ironclaw
 BENCH_BIN=$BUILD/bench
@@ -36,8 +39,8 @@ say() { printf 'bench: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 broke() { say "FAILED: $*"; FAILED=1; }
 
-for n in "$RUNS" "$EXECS" "$MIB"; do
-  [[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS, BENCH_EXECS and BENCH_MIB must be positive integers"
+for n in "$RUNS" "$EXECS" "$MIB" "$STREAM_ROUNDS"; do
+  [[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS, BENCH_EXECS, BENCH_MIB and BENCH_STREAM_ROUNDS must be positive integers"
 done
 
 # ---- programs ------------------------------------------------------------
@@ -170,11 +173,11 @@ IC_READY_MED=$(stats median < "$TMP/ic_ready"); IC_TEAR_MED=$(stats median < "$T
 COLD_RATIO=$(ratio "$IC_MED" "$BARE_MED")
 [ "$COLD_RATIO" = null ] && broke "cold start: no successful run of one side"
 
-# ---- 2. round trips (and 3a. in-VM stream) -------------------------------------
+# ---- 2. round trips --------------------------------------------------------------
 
-say "round trips: $EXECS x exec true, $EXECS x ping, $MIB MiB through cat (bench_rtt)"
+say "round trips: $EXECS x exec true, $EXECS x ping (bench_rtt)"
 rtt_run() {
-  "$BENCH_BIN/bench_rtt" --runs "$EXECS" --pings "$EXECS" --mib "$MIB" \
+  "$BENCH_BIN/bench_rtt" --runs "$EXECS" --pings "$EXECS" --mib 0 \
     --boot-timeout "$BOOT_TIMEOUT" > "$TMP/rtt.json" 2> "$TMP/rtt.err"
 }
 rtt_error() { grep '^bench_rtt: .*:' "$TMP/rtt.err" | grep -v 'ready after' | tail -1; }
@@ -188,39 +191,46 @@ rtt_part() { grep -o "\"$1\":{[^}]*}" <<< "$RTT_JSON" | sed 's/^[^{]*//'; }
 rtt_val() { rtt_part "$1" | json_num "$2"; }
 # round DIGITS: rounds the number on stdin, passes anything else through
 round() { awk -v d="$1" '{ if ($1 ~ /^-?[0-9.e+]+$/) printf "%.*f\n", d, $1; else print }'; }
-LIB_MIBS=$(rtt_val stream mib_s | round 2)
 
-# ---- 3b. CLI stream and raw transport --------------------------------------------
+# ---- 3. stream throughput ---------------------------------------------------------
+# Three ways through the same QEMU virtio-serial transport, alternating
+# round by round so that load from elsewhere hits them alike; medians are
+# compared. Each boots its own VM; only the stream itself is timed.
 
-say "throughput: $MIB MiB through 'ironclaw exec -- cat' (CLI)"
-CLI_MIBS=null
-cli_run() {
+lib_stream() {
+  "$BENCH_BIN/bench_rtt" --runs 0 --pings 0 --mib "$MIB" --boot-timeout "$BOOT_TIMEOUT" \
+    > "$TMP/lib.json" 2> "$TMP/lib.err" || return 1
+  grep -o '"stream":{[^}]*}' "$TMP/lib.json" | sed 's/^[^{]*//' | json_num mib_s
+}
+cli_stream() {
   # Printable bytes: --json captures the output into its report. (yes ends
   # on SIGPIPE: the group's `true` keeps pipefail quiet about it.)
   { yes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ | head -c "${MIB}M"; true; } |
-    "$IRONCLAW" exec --json --boot-timeout "$BOOT_TIMEOUT" -- cat > "$TMP/cli.json" 2> "$TMP/cli.err"
+    "$IRONCLAW" exec --json --boot-timeout "$BOOT_TIMEOUT" -- cat > "$TMP/cli.json" 2> "$TMP/cli.err" || return 1
+  local ms; ms=$(grep -o '"command": *[0-9.]*' "$TMP/cli.json" | tail -1 | sed 's/.*: *//')
+  awk -v m="$MIB" -v ms="$ms" 'BEGIN { if (ms > 0) printf "%.2f\n", m / (ms / 1000); else exit 1 }'
 }
-cli_error() { grep -v warning "$TMP/cli.err" | tail -1; }
-if cli_run || { say "CLI stream failed ($(cli_error)); once more"; cli_run; }; then
-  cmd_ms=$(grep -o '"command": *[0-9.]*' "$TMP/cli.json" | tail -1 | sed 's/.*: *//')
-  CLI_MIBS=$(awk -v m="$MIB" -v ms="$cmd_ms" 'BEGIN { if (ms > 0) printf "%.2f", m / (ms / 1000); else print "null" }')
-else
-  broke "CLI stream: $(cli_error)"
-fi
-
-say "throughput: $MIB MiB echoed over the raw virtio-serial port (bench_echo)"
-RAW_MIBS=null; RAW_READY=null
 mapfile -t ECHO_CMD < <(qemu_base "$TMP/echo-console.log" "$TMP/echo.cpio")
-echo_run() {
+raw_stream() {
   timeout $((BOOT_TIMEOUT + 120)) "$BENCH_BIN/bench_echo" "$TMP/echo.sock" "$MIB" "$BOOT_TIMEOUT" -- "${ECHO_CMD[@]}" \
     -device virtio-serial-device -chardev "socket,id=ironclaw,path=$TMP/echo.sock" \
-    -device virtserialport,chardev=ironclaw,name=ironclaw > "$TMP/echo.json" 2> "$TMP/echo.err"
+    -device virtserialport,chardev=ironclaw,name=ironclaw > "$TMP/echo.json" 2> "$TMP/echo.err" || return 1
+  json_num mib_s < "$TMP/echo.json"
 }
-if echo_run || { say "raw echo failed ($(tail -1 "$TMP/echo.err")); once more"; echo_run; }; then
-  RAW_MIBS=$(json_num mib_s < "$TMP/echo.json" | round 2); RAW_READY=$(json_num ready_ms < "$TMP/echo.json")
-else
-  broke "raw echo: $(tail -1 "$TMP/echo.err"); console: $(tail -c 300 "$TMP/echo-console.log" 2>/dev/null | tr '\n' ' ')"
-fi
+: > "$TMP/lib.mibs"; : > "$TMP/cli.mibs"; : > "$TMP/raw.mibs"
+for round in $(seq "$STREAM_ROUNDS"); do
+  say "throughput round $round of $STREAM_ROUNDS: $MIB MiB each through the library, 'ironclaw exec -- cat', and the raw port"
+  for way in lib cli raw; do
+    v=$(${way}_stream) || v=$(${way}_stream) || { say "$way stream failed twice: $(tail -1 "$TMP/$way.err" 2>/dev/null)"; continue; }
+    echo "$v" >> "$TMP/$way.mibs"
+  done
+done
+LIB_MIBS=$(stats median < "$TMP/lib.mibs" | round 2)
+CLI_MIBS=$(stats median < "$TMP/cli.mibs" | round 2)
+RAW_MIBS=$(stats median < "$TMP/raw.mibs" | round 2)
+for way in LIB CLI RAW; do
+  v=${way}_MIBS; [ "${!v}" = null ] && broke "stream: no successful ${way,,} run"
+done
 LIB_RATIO=$(ratio "$LIB_MIBS" "$RAW_MIBS")
 CLI_RATIO=$(ratio "$CLI_MIBS" "$RAW_MIBS")
 
@@ -253,7 +263,7 @@ fmt() { [ "$1" = null ] || [ -z "$1" ] && echo "n/a" || echo "$1"; }
       "$(fmt "$(rtt_val $k n)")" "$(fmt "$(rtt_val $k first | round 0)")"
   done
   echo
-  printf '%-44s %12s %12s\n' "throughput host->guest->host, $MIB MiB" "MiB/s" "vs raw"
+  printf '%-44s %12s %12s\n' "throughput host->guest->host, $MIB MiB (median of $STREAM_ROUNDS)" "MiB/s" "vs raw"
   printf '%-44s %12s %12s\n' "  ironclaw library, cat in a running VM" "$(fmt "$LIB_MIBS")" "$(pct "$LIB_RATIO")"
   printf '%-44s %12s %12s\n' "  ironclaw exec -- cat (timings_ms.command)" "$(fmt "$CLI_MIBS")" "$(pct "$CLI_RATIO")"
   printf '%-44s %12s\n' "  raw virtio-serial echo, no ironclaw" "$(fmt "$RAW_MIBS")"
@@ -280,7 +290,7 @@ if [ -n "${BENCH_JSON:-}" ]; then
     "ironclaw_library": ${LIB_MIBS:-null},
     "ironclaw_cli": $CLI_MIBS,
     "raw_echo": ${RAW_MIBS:-null},
-    "raw_echo_ready_ms": ${RAW_READY:-null},
+    "rounds": $STREAM_ROUNDS,
     "ratio_library_vs_raw": $LIB_RATIO,
     "ratio_cli_vs_raw": $CLI_RATIO
   }

@@ -336,6 +336,8 @@ static int validate_config(const struct ic_vm_config *cfg, ic_err *err)
         if (r < 0)
             return r;
     }
+    if (cfg->netns && strlen(cfg->netns) >= IC_PATH_MAX)
+        return ic_err_set(err, ENAMETOOLONG, "network namespace path is too long");
     if (cfg->image) {
         int r = ic_name_validate(cfg->image, err);
         if (r < 0)
@@ -360,8 +362,7 @@ int ic_vm_create(uv_loop_t *loop, const struct ic_vm_config *cfg, ic_vm_event_fn
     vm->cfg.name = vm->name;
     vm->cfg.image = vm->image_name;
     if (cfg->netns) {
-        if (snprintf(vm->netns, sizeof(vm->netns), "%s", cfg->netns) >= (int)sizeof(vm->netns))
-            return ic_err_set(err, ENAMETOOLONG, "network namespace path is too long");
+        snprintf(vm->netns, sizeof(vm->netns), "%s", cfg->netns);
         vm->cfg.netns = vm->netns;
     }
     vm->cfg.vmm = NULL; /* only needed here */
