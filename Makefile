@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 PREFIX     ?= /usr/local
 IRONCLAW   := $(BUILD)/ironclaw
 
-.PHONY: all setup build image demo test unit fuzz-smoke integration fuzz bench install clean help
+.PHONY: all setup build image demo test unit fuzz-smoke integration fuzz bench lint install clean help
 
 all: build
 
@@ -15,6 +15,7 @@ help:
 	@echo "make test     set up, build, run every test (unit under ASan/UBSan, integration)"
 	@echo "make bench    benchmarks (ratios measured side by side)"
 	@echo "make fuzz     run the decoder fuzzer for longer (FUZZ_SECONDS=300)"
+	@echo "make lint     cppcheck and clang-tidy (checks in .clang-tidy)"
 	@echo "make install  install to PREFIX=$(PREFIX)"
 
 setup:
@@ -62,6 +63,9 @@ test: setup build
 
 bench: setup image
 	@bash bench/run.sh $(BUILD)
+
+lint: $(TEST_BUILD)/CMakeCache.txt
+	@bash scripts/lint.sh $(TEST_BUILD)
 
 install: build
 	@cmake --install $(BUILD) --prefix $(PREFIX)
