@@ -172,6 +172,12 @@ static int self_exe(char *out, size_t size, ic_err *err)
 
 int ic_vm__spawn_vmm(ic_vm *vm, char *const argv[], const char *log_path, ic_err *err)
 {
+    return ic_vm__spawn_vmm_flags(vm, argv, log_path, 0, err);
+}
+
+int ic_vm__spawn_vmm_flags(ic_vm *vm, char *const argv[], const char *log_path, unsigned flags,
+                           ic_err *err)
+{
     char exe[IC_PATH_MAX], parent[24];
     int r = self_exe(exe, sizeof(exe), err);
     if (r < 0)
@@ -181,15 +187,18 @@ int ic_vm__spawn_vmm(ic_vm *vm, char *const argv[], const char *log_path, ic_err
     size_t n = 0;
     while (argv[n])
         n++;
-    _cleanup_free_ char **full = calloc(n + 6, sizeof(char *));
+    _cleanup_free_ char **full = calloc(n + 7, sizeof(char *));
     if (!full)
         return ic_err_set(err, ENOMEM, "out of memory");
-    full[0] = exe;
-    full[1] = (char *)IC_LAUNCH_MARKER;
-    full[2] = (char *)"--parent";
-    full[3] = parent;
-    full[4] = (char *)"--";
-    memcpy(full + 5, argv, n * sizeof(char *));
+    size_t k = 0;
+    full[k++] = exe;
+    full[k++] = (char *)IC_LAUNCH_MARKER;
+    full[k++] = (char *)"--parent";
+    full[k++] = parent;
+    if (flags & IC_VM_SPAWN_SUPERVISE)
+        full[k++] = (char *)"--supervise";
+    full[k++] = (char *)"--";
+    memcpy(full + k, argv, n * sizeof(char *));
 
     r = ic_state_add(vm->state, IC_RES_PROCESS, "vmm", NULL, err);
     if (r < 0)
@@ -223,6 +232,16 @@ int ic_vm__spawn_vmm(ic_vm *vm, char *const argv[], const char *log_path, ic_err
     return ic_state_set_pid(vm->state, "vmm", vm->proc.pid, err);
 }
 
+/* The VMM runs in its own session and process group (UV_PROCESS_DETACHED);
+ * what it started there (the jailed Firecracker behind a supervisor) goes
+ * down with it. The pid is still our unreaped child, so the group id
+ * cannot have been reused. */
+static void kill_vmm(ic_vm *vm)
+{
+    uv_kill(-vm->proc.pid, SIGKILL);
+    uv_process_kill(&vm->proc, SIGKILL);
+}
+
 /* ---- public lifecycle -------------------------------------------------- */
 
 static int pick_driver(ic_vm *vm, const char *requested, ic_err *err)
@@ -235,9 +254,9 @@ static int pick_driver(ic_vm *vm, const char *requested, ic_err *err)
     r = ic_host_pick_vmm(&vm->host, requested, &driver, &vm->use_kvm, why, sizeof(why), err);
     if (r < 0)
         return r;
-    if (strcmp(driver, "qemu") != 0)
-        return ic_err_set(err, ENOTSUP, "the %s driver is not available in this build", driver);
-    vm->driver = &ic_vm_driver_qemu;
+    vm->driver = strcmp(driver, "firecracker") == 0 ? &ic_vm_driver_firecracker : &ic_vm_driver_qemu;
+    if (vm->driver == &ic_vm_driver_firecracker && !vm->host.kvm_usable)
+        ic_log_warn("%s", why);
     ic_log_debug("vmm: %s (%s)", driver, why);
     return 0;
 }
@@ -329,7 +348,7 @@ static void on_grace_expired(uv_timer_t *t)
     if (vm->grace_ms > 0)
         ic_log_warn("vm %s: %s did not end within its grace period; killing it", vm->id,
                     vm->driver->name);
-    uv_process_kill(&vm->proc, SIGKILL);
+    kill_vmm(vm);
 }
 
 void ic_vm_stop(ic_vm *vm, uint32_t grace_ms)
@@ -401,7 +420,7 @@ void ic_vm_destroy(ic_vm *vm, ic_vm_done_fn done, void *ud)
     vm->done_ud = ud;
     vm->cb = NULL;
     if (vm->proc_running)
-        uv_process_kill(&vm->proc, SIGKILL);
+        kill_vmm(vm);
     if (vm->driver->release)
         vm->driver->release(vm);
     if (vm->channel) {
