@@ -132,8 +132,8 @@ int ic_fc_jail_install(const struct ic_fc_jail *j, const char *src, const char *
 int ic_fc_jail_touch(const struct ic_fc_jail *j, const char *name, ic_err *err);
 
 /* Blocking (thread pool). The pid the jailer wrote to <root>/<exec>.pid,
- * checked to be a process named like Firecracker whose parent (or
- * grandparent, while the jailer still runs) is `supervisor`. */
+ * checked to be a process running the exec file (by its name) whose parent
+ * (or grandparent, while the jailer still runs) is `supervisor`. */
 int ic_fc_jail_read_pid(const struct ic_fc_jail *j, pid_t supervisor, pid_t *pid, ic_err *err);
 
 /* Copies a file (copy_file_range, then read/write), fsync'd, mode `mode`. */

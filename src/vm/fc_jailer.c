@@ -322,7 +322,8 @@ int ic_fc_jail_read_pid(const struct ic_fc_jail *j, pid_t supervisor, pid_t *pid
     bool ours = ppid == supervisor;
     if (!ours && ppid > 1 && proc_info(ppid, (char[64]){0}, 64, &gppid))
         ours = gppid == supervisor;
-    if (!ours || !strstr(comm, "firecracker"))
+    /* The kernel keeps the first 15 bytes of the program's name. */
+    if (!ours || strncmp(comm, j->exec_name, 15) != 0)
         return ic_err_set(err, EPERM, "pid %ld in %s is not the Firecracker this jailer started "
                           "(%s, parent %d)", v, path, comm, (int)ppid);
     *pid = (pid_t)v;

@@ -232,6 +232,10 @@ static void read_answer(ic_fc_vsock *c)
             return;
         }
         if (r != -EAGAIN) {
+            /* Show the whole line in the error, not just its first byte. */
+            while (c->got < OK_LINE_MAX && ch != '\n' && recv(c->fd, &ch, 1, 0) == 1)
+                c->line[c->got++] = ch;
+            ic_fc_vsock_parse_ok(c->line, c->got, &len, &hostport, &err);
             fail_now(c, &err);
             return;
         }

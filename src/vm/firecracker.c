@@ -335,7 +335,8 @@ static void on_wait(uv_timer_t *t)
         return;
     }
     if (f->waited_ms >= IC_FC_SOCKET_WAIT_MS) {
-        failf(vm, ETIMEDOUT, true, "Firecracker's API socket %s did not appear within %.1f s "
+        /* ETIME, not ETIMEDOUT: the VMM failed, not the guest agent. */
+        failf(vm, ETIME, true, "Firecracker's API socket %s did not appear within %.1f s "
               "(the process is still running)", c->api, IC_FC_SOCKET_WAIT_MS / 1000.0);
         return;
     }
