@@ -232,6 +232,30 @@ t_fc_usage() { need_fc
   assert_no_fc_left
 }
 
+# 12. image build takes a user's ELF vmlinux as the kernel (its release from
+#     the banner), and Firecracker boots the resulting image.
+t_fc_image_elf_kernel() { need_fc; need_py
+  local vmlinux kdir
+  vmlinux=$(json_get "$W/img.json" image.vmlinux.path)
+  kdir=$(dirname "$(json_get "$W/img.json" inputs.kernel.path)")
+  [ -f "$vmlinux" ] && [ -d "$kdir/modules" ] || skip "the image's kernel directory has no modules/ to reuse"
+  mkdir -p "$W/k"
+  cp "$vmlinux" "$W/k/vmlinux"
+  ln -s "$kdir/modules" "$W/k/modules"
+  [ -f "$kdir/config" ] && cp "$kdir/config" "$W/k/config"
+  IRONCLAW_DATA_DIR=$W/data ic "$W/b.out" "$W/b.err" 90 image build --kernel "$W/k/vmlinux"
+  [ "$RC" = 0 ] || fail "image build --kernel <vmlinux>: status $RC: $(peek "$W/b.err")"
+  IRONCLAW_DATA_DIR=$W/data timeout 10 "$IC" image show --json >"$W/show.json" 2>/dev/null
+  [ "$(json_get "$W/show.json" kernel_release)" = "$(json_get "$W/img.json" kernel_release)" ] \
+    || bad "release from the ELF banner: '$(json_get "$W/show.json" kernel_release)', want '$(json_get "$W/img.json" kernel_release)'"
+  [[ $(json_get "$W/show.json" vmlinux_from) == "copy of $W/k/vmlinux" ]] \
+    || bad "vmlinux_from is '$(json_get "$W/show.json" vmlinux_from)'"
+  IRONCLAW_DATA_DIR=$W/data ic "$W/o" "$W/e" 60 "${FCX[@]}" -- echo elf-kernel
+  [ "$RC" = 0 ] && grep -qx elf-kernel "$W/o" || bad "exec on that image: status $RC: $(peek "$W/e")"
+  grep -q "\"kernel_image_path\":\"[^\"]*vmlinux\"" "$W/rec/requests" || bad "boot-source: $(peek "$W/rec/requests")"
+  assert_no_fc_left
+}
+
 TESTS+=(
   t_fc_happy:60
   t_fc_no_jailer:60
@@ -244,4 +268,5 @@ TESTS+=(
   t_fc_kill9_then_gc:90
   t_fc_doctor_auto:40
   t_fc_usage:60
+  t_fc_image_elf_kernel:120
 )
