@@ -714,7 +714,7 @@ int ic_image_show(const char *data_dir, const char *name, struct json_t **out, i
     *out = NULL;
     name = name ? name : IC_IMAGE_DEFAULT;
     char data[IC_PATH_MAX];
-    struct ic_image_paths p;
+    struct ic_image_paths p = {0};
     int r = data_dir_of(data_dir, data, sizeof(data), err);
     if (r == 0)
         r = locate_in(data, name, &p, err);

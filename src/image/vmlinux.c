@@ -105,16 +105,18 @@ static const struct codec *codec_at(const unsigned char *p, size_t n)
 static int find_tool(const char *name, char *out, size_t size)
 {
     const char *path = getenv("PATH");
-    _cleanup_free_ char *copy = strdup(path && *path ? path : "/usr/bin:/bin");
+    char *copy = strdup(path && *path ? path : "/usr/bin:/bin");
     if (!copy)
         return -ENOMEM;
-    for (char *save = NULL, *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-        if (d[0] != '/' || ic_path_join(out, size, NULL, "%s/%s", d, name) < 0)
-            continue;
-        if (access(out, X_OK) == 0)
-            return 0;
+    int r = -ENOENT;
+    for (char *save = NULL, *d = strtok_r(copy, ":", &save); d && r < 0;
+         d = strtok_r(NULL, ":", &save)) {
+        if (d[0] == '/' && ic_path_join(out, size, NULL, "%s/%s", d, name) == 0 &&
+            access(out, X_OK) == 0)
+            r = 0;
     }
-    return -ENOENT;
+    free(copy);
+    return r;
 }
 
 /* Runs `tool args` with stdin from in_path and stdout to out_path; its
@@ -272,6 +274,8 @@ int ic_image_vmlinux_release(const char *path, char *out, size_t size, ic_err *e
     int r = ic_file_read(path, 512u << 20, &data, &len, err);
     if (r < 0)
         return r;
+    if (!data)
+        return ic_err_set(err, ENOMEM, "out of memory");
     static const char tag[] = "Linux version ";
     for (const char *p = data; (p = memmem(p, len - (size_t)(p - data), tag, sizeof(tag) - 1));
          p++) {
@@ -333,11 +337,11 @@ void ic_image_fc_check_config(const char *text, const char *const *modules, size
             add(rep->problems, sizeof(rep->problems), s);
             continue;
         }
-        if (strcmp(v, "m") != 0 || !modules)
+        if (strcmp(v, "m") != 0 || !modules || !need[i].module)
             continue;
         bool have = false;
         for (size_t k = 0; k < nmodules && !have; k++)
-            have = strcmp(modules[k], need[i].module) == 0;
+            have = modules[k] && strcmp(modules[k], need[i].module) == 0;
         if (!have) {
             snprintf(s, sizeof(s), "CONFIG_%s=m but the image carries no %s module (add it to "
                      "image/modules.list)", need[i].opt, need[i].module);

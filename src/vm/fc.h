@@ -35,7 +35,7 @@
 #define IC_FC_API_TIMEOUT_MS 5000L
 #define IC_FC_SOCKET_WAIT_MS 5000u
 /* Largest answer body kept from the API (fault messages are short). */
-#define IC_FC_API_BODY_MAX (64u * 1024u)
+#define IC_FC_API_BODY_MAX ((size_t)64 * 1024)
 
 /* ---- fc_api.c ------------------------------------------------------------ */
 

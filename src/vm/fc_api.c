@@ -210,7 +210,7 @@ int ic_fc_api_put(const char *sock, const char *path, const char *body, long tim
     _cleanup_free_ char *buf = a.buf;
     if (rc != CURLE_OK) {
         if (a.too_big)
-            return ic_err_set(err, EPROTO, "Firecracker's answer to PUT %s is larger than %u bytes",
+            return ic_err_set(err, EPROTO, "Firecracker's answer to PUT %s is larger than %zu bytes",
                               path, IC_FC_API_BODY_MAX);
         int code = rc == CURLE_OPERATION_TIMEDOUT ? ETIMEDOUT
                  : rc == CURLE_COULDNT_CONNECT    ? ECONNREFUSED

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define RUN_OUT_MAX (16u * 1024u)
+#define RUN_OUT_MAX ((size_t)16 * 1024)
 
 struct ic_fc_runner {
     uv_process_t proc;

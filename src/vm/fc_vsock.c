@@ -207,7 +207,7 @@ static void succeed(ic_fc_vsock *c, uint32_t hostport)
 static void read_answer(ic_fc_vsock *c)
 {
     for (;;) {
-        char ch;
+        char ch = 0;
         ssize_t n = recv(c->fd, &ch, 1, 0);
         if (n < 0 && errno == EINTR)
             continue;
@@ -222,11 +222,13 @@ static void read_answer(ic_fc_vsock *c)
             retry(c);
             return;
         }
-        c->line[c->got++] = ch;
-        size_t len;
-        uint32_t hostport;
+        size_t got = c->got;
+        c->line[got++] = ch;
+        c->got = got;
+        size_t len = 0;
+        uint32_t hostport = 0;
         ic_err err = {0};
-        int r = ic_fc_vsock_parse_ok(c->line, c->got, &len, &hostport, &err);
+        int r = ic_fc_vsock_parse_ok(c->line, got, &len, &hostport, &err);
         if (r == 0) {
             succeed(c, hostport);
             return;
@@ -326,7 +328,7 @@ int ic_fc_vsock_connect(uv_loop_t *loop, const struct ic_fc_vsock_opts *o, ic_fc
         return ic_err_set(err, ENAMETOOLONG, "vsock socket path %s is too long for a Unix socket",
                           o->uds_path);
     }
-    strcpy(c->sa.sun_path, o->uds_path);
+    memcpy(c->sa.sun_path, o->uds_path, strlen(o->uds_path) + 1);
     c->loop = loop;
     c->port = o->port;
     c->deadline_ms = o->deadline_ms;
