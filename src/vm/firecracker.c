@@ -52,6 +52,8 @@
 #define HANDSHAKE_MS 1000
 #define WAIT_FIRST_MS 5u
 #define WAIT_MAX_STEP_MS 100u
+/* After the guest was asked to power off, how long before Ctrl+Alt+Del. */
+#define CAD_DELAY_MS 1000
 
 struct fc_core {
     int refs;
@@ -84,6 +86,8 @@ struct fc {                          /* the VM's private block: handles only */
     uv_timer_t wait;
     bool wait_init;
     uint32_t waited_ms, step_ms;
+    uv_timer_t cad;                  /* the delayed SendCtrlAltDel */
+    bool cad_init;
     ic_fc_vsock *vsock;
     ic_fc_runner *run;
 };
@@ -728,14 +732,28 @@ static int run_ctrl_alt_del(struct job *j)
     return r;
 }
 
-static void fc_stop(ic_vm *vm)
+static void on_cad(uv_timer_t *t)
 {
-    struct fc *f = fc_of(vm);
-    if (!f || !f->core->started)
-        return; /* before InstanceStart there is no guest to ask */
+    ic_vm *vm = t->data;
+    if (!ic_vm_running(vm))
+        return;
     ic_err err = {0};
     if (queue_job(vm, run_ctrl_alt_del, NULL, &err) < 0)
         ic_log_debug("SendCtrlAltDel: %s", err.msg);
+}
+
+/* The guest has normally been asked to power off just now: give it a
+ * moment, then press Ctrl+Alt+Del (the kernel resets, Firecracker exits);
+ * vm.c kills after its grace period if even that does not work. */
+static void fc_stop(ic_vm *vm)
+{
+    struct fc *f = fc_of(vm);
+    if (!f || !f->core->started || f->cad_init)
+        return; /* before InstanceStart there is no guest to ask */
+    uv_timer_init(ic_vm__loop(vm), &f->cad);
+    f->cad.data = vm;
+    f->cad_init = true;
+    uv_timer_start(&f->cad, on_cad, CAD_DELAY_MS, 0);
 }
 
 static void fc_release(ic_vm *vm)
@@ -745,6 +763,8 @@ static void fc_release(ic_vm *vm)
         return;
     if (f->wait_init)
         ic_vm__close(vm, (uv_handle_t *)&f->wait);
+    if (f->cad_init)
+        ic_vm__close(vm, (uv_handle_t *)&f->cad);
     ic_fc_vsock_cancel(f->vsock);
     f->vsock = NULL;
     ic_fc_run_cancel(f->run);

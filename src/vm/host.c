@@ -414,7 +414,8 @@ int ic_host_pick_vmm(const struct ic_host *h, const char *requested, const char 
         if (!h->firecracker[0])
             return ic_err_set(err, ENOENT,
                               "firecracker is not installed (it is not packaged by Debian: put the "
-                              "firecracker binary on PATH), or use --vmm qemu");
+                              "firecracker binary on PATH or name it with IRONCLAW_FIRECRACKER), or "
+                              "use --vmm qemu");
         *driver = "firecracker";
         *use_kvm = true;
         /* Asked for by name, it runs: where KVM is missing Firecracker

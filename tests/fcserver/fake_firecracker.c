@@ -28,6 +28,8 @@
  *   FAKE_FC_FAULT="PUT /path"  answer that request 400 with
  *   FAKE_FC_FAULT_MESSAGE    (default "fake fault")
  *   FAKE_FC_BAD_OK=1         answer CONNECT with garbage
+ *   FAKE_FC_STAY_AFTER_GUEST=1  keep running when the guest ends, until
+ *                            SendCtrlAltDel (a VM without a power-off device)
  * Set by the fake jailer: FAKE_FC_ROOT (absolute paths resolve under it),
  * FAKE_FC_JAIL_UID/GID (files must be usable by that user).
  */
@@ -91,9 +93,11 @@ static struct {
     pid_t guest;
     uint64_t guest_at_ms;    /* start the guest at this time, 0: not scheduled */
     unsigned connects;
+    bool cad;             /* SendCtrlAltDel received */
 } S;
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void cleanup_and_exit(int code) __attribute__((noreturn));
 static void say(const char *fmt, ...)
 {
     va_list ap;
@@ -474,13 +478,15 @@ static void put_actions(int fd, json_t *o)
             fault(fd, "The requested operation is not supported before starting the microVM.");
             return;
         }
+        S.cad = true;
         printf("[fake-firecracker] SendCtrlAltDel\n");
         fflush(stdout);
+        answer(fd, 204, NULL);
+        /* The guest kernel resets; Firecracker exits. */
         if (S.guest > 0)
             kill(S.guest, SIGTERM);
         else
-            exit(0);
-        answer(fd, 204, NULL);
+            cleanup_and_exit(0);
     } else if (strcmp(t, "FlushMetrics") == 0) {
         answer(fd, 204, NULL);
     } else {
@@ -814,9 +820,14 @@ static void on_signal(void)
     pid_t p;
     while ((p = waitpid(-1, &status, WNOHANG)) > 0) {
         if (p == S.guest) {
+            S.guest = 0;
+            if (getenv("FAKE_FC_STAY_AFTER_GUEST") && !S.cad) {
+                printf("[fake-firecracker] the guest halted; no power-off device\n");
+                fflush(stdout);
+                continue;
+            }
             printf("[fake-firecracker] the guest powered off\n");
             fflush(stdout);
-            S.guest = 0;
             cleanup_and_exit(0);
         }
     }

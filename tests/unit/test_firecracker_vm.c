@@ -72,7 +72,8 @@ static int setup(void **state)
     setenv("FAKE_SECCOMPILER_ARGV_FILE", sargv_file, 1);
     static const char *const knobs[] = {"FAKE_FC_FAULT", "FAKE_FC_FAULT_MESSAGE",
         "FAKE_FC_DIE_BEFORE_SOCKET", "FAKE_FC_NO_SOCKET", "FAKE_FC_NO_GUEST", "FAKE_FC_VERSION",
-        "FAKE_SECCOMPILER_VERSION", "FAKE_SECCOMPILER_FAIL", "FAKE_FC_BAD_OK"};
+        "FAKE_SECCOMPILER_VERSION", "FAKE_SECCOMPILER_FAIL", "FAKE_FC_BAD_OK",
+        "FAKE_FC_STAY_AFTER_GUEST", "FAKE_FC_REQUEST_LOG"};
     for (size_t i = 0; i < sizeof(knobs) / sizeof(knobs[0]); i++)
         unsetenv(knobs[i]);
     return 0;
@@ -507,6 +508,26 @@ static void test_filter_refused(void **state)
     assert_nothing_left();
 }
 
+/* A guest that halts without the VMM ending: Ctrl+Alt+Del ends it, well
+ * before the kill at the end of the grace period. */
+static void test_stop_sends_ctrl_alt_del(void **state)
+{
+    setenv("FAKE_FC_STAY_AFTER_GUEST", "1", 1);
+    setenv("FAKE_FC_REQUEST_LOG", argv_file, 1);
+    unlink(argv_file);
+    struct run r = {.cmd = "true"};
+    r.cfg.no_jailer = true;
+    uint64_t t0 = uv_hrtime();
+    run(&r);
+    double ms = (double)(uv_hrtime() - t0) / 1e6;
+    unsetenv("FAKE_FC_STAY_AFTER_GUEST");
+    unsetenv("FAKE_FC_REQUEST_LOG");
+    assert_true(r.exited);
+    assert_true(file_has(argv_file, "PUT /actions {\"action_type\":\"SendCtrlAltDel\"}"));
+    assert_true(ms < 4500);
+    assert_nothing_left();
+}
+
 static void test_drive(void **state)
 {
     char img[256];
@@ -546,6 +567,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_teardown_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_custom_filter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_filter_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_sends_ctrl_alt_del, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drive, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
