@@ -53,9 +53,10 @@ struct ic_vm_config {
                                 * NULL = Firecracker's built-in filters */
     bool no_jailer;            /* run Firecracker without its jailer (weaker isolation) */
 
-    /* Set by the network layer; NULL = no NIC / the driver's default. */
-    const char *tap_name;      /* host tap device for the guest's eth0 */
-    const char *netns_path;    /* network namespace the VMM joins (jailer --netns) */
+    /* Set by the network layer. */
+    const char *tap_name;      /* host tap device for the guest's eth0; NULL = no NIC */
+    const char *netns;         /* network namespace the VMM joins (an nsfs file such as
+                                * /run/netns/NAME); passed on as jailer --netns */
 };
 
 #define IC_VM_DEFAULT_CPUS 1

@@ -383,7 +383,7 @@ static void step_spawn(ic_vm *vm)
     int r = 0;
     if (c->jailed)
         r = ic_fc_jail_argv(&c->jail, c->jailer_bin, c->fc_bin, c->id, c->jail.cgroup[0] != '\0',
-                            cfg->netns_path, (char *const *)args, &argv, &err);
+                            cfg->netns, (char *const *)args, &argv, &err);
     if (r == 0 && ic_log_get_level() >= IC_LOG_DEBUG) {
         char *const *v = argv ? argv : (char *const *)args;
         for (size_t i = 0; v[i]; i++)
