@@ -195,6 +195,8 @@ typedef struct ic_boot_cfg {
     char transport[32];     /* "virtio-serial" or "vsock" */
     unsigned vsock_port;
     bool debug;
+    bool poweroff_reset;    /* ironclaw.poweroff=reset: end the VM with a reset (Firecracker
+                             * exits on it; it has no power-off device) */
 } ic_boot_cfg;
 
 /* Parses the ironclaw.* keys of a kernel command line. */
@@ -204,8 +206,9 @@ void ic_boot_cfg_parse(ic_boot_cfg *cfg, const char *cmdline);
 void ic_pid1_setup(ic_boot_cfg *cfg);
 /* Loads the modules listed in `order_file`; returns how many failed. */
 int ic_pid1_load_modules(const char *order_file);
-/* Kills everything, syncs, powers off. Never returns. */
-void ic_pid1_poweroff(void) __attribute__((noreturn));
+/* Kills everything, syncs, powers off (or resets, see ic_boot_cfg). Never
+ * returns. */
+void ic_pid1_poweroff(const ic_boot_cfg *cfg) __attribute__((noreturn));
 
 /* ---- transport.c -------------------------------------------------------- */
 

@@ -133,7 +133,7 @@ static int run_pid1(int argc, char **argv)
     ic_pid1_setup(&cfg);
     if (argv_has_test_flag(argc, argv)) {
         glog_error("test modes are refused as PID 1");
-        ic_pid1_poweroff();
+        ic_pid1_poweroff(&cfg);
     }
     ic_agent a;
     ic_err err;
@@ -142,7 +142,7 @@ static int run_pid1(int argc, char **argv)
     else
         serve_vm(&a, &cfg);
     /* Every way out ends the VM: init must never exit. */
-    ic_pid1_poweroff();
+    ic_pid1_poweroff(&cfg);
 }
 
 /* ---- test modes ----------------------------------------------------------- */

@@ -47,6 +47,8 @@ static void cfg_set(ic_boot_cfg *cfg, const char *key, const char *val)
             glog_error("ignoring bad ironclaw.vsock_port=%s", val);
     } else if (strcmp(key, "ironclaw.debug") == 0) {
         cfg->debug = strcmp(val, "0") != 0;
+    } else if (strcmp(key, "ironclaw.poweroff") == 0) {
+        cfg->poweroff_reset = strcmp(val, "reset") == 0;
     }
 }
 
@@ -239,7 +241,7 @@ static bool reap_for(uint64_t ms)
     }
 }
 
-void ic_pid1_poweroff(void)
+void ic_pid1_poweroff(const ic_boot_cfg *cfg)
 {
     glog_debug("powering off");
     /* kill(-1) reaches every process but init itself. */
@@ -249,7 +251,8 @@ void ic_pid1_poweroff(void)
         reap_for(1000);
     }
     sync();
-    reboot(RB_POWER_OFF);
+    if (!cfg->poweroff_reset)
+        reboot(RB_POWER_OFF);
     /* Without ACPI poweroff a reset ends the VM (QEMU runs -no-reboot). */
     reboot(RB_AUTOBOOT);
     glog_error("cannot power off: %s", strerror(errno));

@@ -13,6 +13,7 @@ PACKAGES=(
   libuv1-dev libjansson-dev libcurl4-openssl-dev libseccomp-dev
   libnftables-dev libssl-dev libcmocka-dev
   qemu-system-x86 busybox-static nftables iptables iproute2 cpio
+  lz4   # Debian's cloud kernel is lz4-compressed: image build extracts Firecracker's vmlinux
 )
 KERNEL_META=linux-image-cloud-amd64
 

@@ -21,7 +21,9 @@
 
 struct ic_host_probe_opts {
     const char *root;   /* prefix for /proc, /sys and /dev paths; NULL or "" = the real ones */
-    const char *path;   /* PATH to search; NULL = $PATH plus the sbin directories */
+    const char *path;   /* PATH to search; NULL = $PATH plus the sbin directories, and then
+                         * $IRONCLAW_FIRECRACKER, $IRONCLAW_JAILER, $IRONCLAW_SECCOMPILER
+                         * (absolute paths) replace what PATH gave for those three */
 };
 
 enum ic_cgroup_mode {
@@ -74,7 +76,9 @@ int ic_host_probe(const struct ic_host_probe_opts *opts, struct ic_host *h, ic_e
  * /dev/kvm is read/write; otherwise qemu, with KVM when usable, else TCG.
  * On success *driver is "qemu" or "firecracker" (static strings), *use_kvm
  * is set, and why holds one sentence saying why. A requested driver that
- * cannot run is an error naming what is missing (and the Debian package). */
+ * is not installed is an error naming what is missing (and the Debian
+ * package). An explicit "firecracker" without usable KVM is allowed (why
+ * says so): Firecracker's own error then tells the user. */
 int ic_host_pick_vmm(const struct ic_host *h, const char *requested, const char **driver,
                      bool *use_kvm, char *why, size_t why_size, ic_err *err);
 

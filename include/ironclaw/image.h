@@ -1,8 +1,13 @@
 /*
  * image.h - the guest image: a kernel plus an initramfs built by ironclaw.
  *
- * An image lives in <data>/images/<name>/ and holds exactly three files:
+ * An image lives in <data>/images/<name>/ and holds these files:
  *   vmlinuz        the guest kernel (copied from <data>/kernels/current)
+ *   vmlinux        the same kernel uncompressed (ELF), for Firecracker;
+ *                  absent when it could not be extracted (the manifest
+ *                  says why)
+ *   config         the kernel's build configuration, when it was next to
+ *                  the kernel (ironclaw doctor checks it for Firecracker)
  *   initrd.cpio    an uncompressed newc cpio: /init (ironclaw-guest),
  *                  busybox and its applet links, the kernel modules the
  *                  guest needs and /etc/ironclaw/modules.order
@@ -25,11 +30,12 @@
 #include "ironclaw/paths.h"
 
 #define IC_IMAGE_DEFAULT "default"
-#define IC_IMAGE_FORMAT 1          /* manifest.json "format" */
+#define IC_IMAGE_FORMAT 2          /* manifest.json "format" (2: vmlinux, config) */
 
 struct ic_image_paths {
     char dir[IC_PATH_MAX];         /* <data>/images/<name> */
     char kernel[IC_PATH_MAX];      /* .../vmlinuz */
+    char vmlinux[IC_PATH_MAX];     /* .../vmlinux, "" when the image has none */
     char initrd[IC_PATH_MAX];      /* .../initrd.cpio */
     char manifest[IC_PATH_MAX];    /* .../manifest.json */
     char release[128];             /* kernel release, e.g. "6.1.0-56-cloud-amd64" */
@@ -47,7 +53,8 @@ typedef void (*ic_image_progress_fn)(void *ctx, const char *line);
 struct ic_image_build_opts {
     const char *name;              /* NULL: "default" */
     const char *data_dir;          /* NULL: ic_paths_data_dir() */
-    const char *kernel;            /* vmlinuz; NULL: <data>/kernels/current/vmlinuz */
+    const char *kernel;            /* a bzImage or an ELF vmlinux (or the directory holding
+                                    * vmlinuz); NULL: <data>/kernels/current/vmlinuz */
     const char *modules_dir;       /* NULL: "modules" next to the kernel, else /lib/modules/<release> */
     const char *release;           /* NULL: "release" file next to the kernel, else the bzImage header */
     const char *guest;             /* NULL: ic_image_find_guest() */
@@ -107,6 +114,31 @@ int ic_image_modinfo(const char *path, const char *key, char **out, ic_err *err)
 
 /* Release string from an x86 bzImage header ("6.1.0-56-cloud-amd64"). */
 int ic_image_kernel_release(const char *path, char *out, size_t size, ic_err *err);
+/* Release string from an ELF vmlinux's "Linux version ..." banner. */
+int ic_image_vmlinux_release(const char *path, char *out, size_t size, ic_err *err);
+
+/* ---- Firecracker's kernel ------------------------------------------------- */
+
+/* 0 if path is an x86-64 ELF executable whose segments lie in the file. */
+int ic_image_check_vmlinux(const char *path, ic_err *err);
+/* Decompresses the vmlinux inside a bzImage into `out` with the matching
+ * Debian tool (gzip, xz, zstd, lz4, bzip2, lzop); how says what was found. */
+int ic_image_extract_vmlinux(const char *bzimage, const char *out, char *how, size_t how_size,
+                             ic_err *err);
+
+/* Whether an image's kernel can run under Firecracker: problems stop it,
+ * warnings limit it. Sentences are "; "-separated. */
+struct ic_image_fc_report {
+    bool ok;
+    char problems[1024];
+    char warnings[1024];
+    char config[IC_PATH_MAX];      /* the config file read, "" when there was none */
+};
+int ic_image_fc_check(const struct ic_image_paths *p, struct ic_image_fc_report *rep, ic_err *err);
+/* The configuration part on a .config text; modules (may be NULL) are the
+ * module names the image carries, for options built as modules. */
+void ic_image_fc_check_config(const char *config_text, const char *const *modules,
+                              size_t nmodules, struct ic_image_fc_report *rep);
 
 /* ---- inspection ----------------------------------------------------------- */
 

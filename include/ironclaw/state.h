@@ -28,6 +28,11 @@ typedef struct ic_state ic_state;
 #define IC_RES_SOCKET "socket"
 #define IC_RES_FILE "file"
 #define IC_RES_PROCESS "process"
+/* A directory tree outside the VM directory (Firecracker's jail), removed
+ * whole without following symlinks once the processes are gone. */
+#define IC_RES_TREE "tree"
+/* A cgroup directory, removed (rmdir) once its processes are gone. */
+#define IC_RES_CGROUP "cgroup"
 
 /* Creates <runtime>/vms/<id>/, takes its lock and writes the first record. */
 int ic_state_create(const char *runtime_dir, const char *id, const char *name,
@@ -58,8 +63,10 @@ bool ic_state_owner_alive(const ic_state *st);
 
 /* Kills the record's processes (SIGKILL, start time checked, plus any
  * process whose command line names the VM's directory), removes its
- * sockets, files and directory. Idempotent; keeps going past failures and
- * reports the first. */
+ * sockets, files, trees, cgroups and directory. Idempotent; keeps going
+ * past failures and reports the first. When a tree or cgroup outside the
+ * VM directory cannot be removed, the directory (and so the record) is
+ * kept, so that `ironclaw gc` can try again. */
 int ic_state_reap(ic_state *st, ic_err *err);
 
 /* Calls fn for every record under <runtime>/vms (unreadable ones are

@@ -3,8 +3,8 @@
  *
  * The rest of ironclaw sees a VM only through this header: create it, start
  * it, get its channel (a byte stream to the guest agent), stop it, destroy
- * it. The driver behind it (qemu now, firecracker later) is chosen at
- * create time and stays private to src/vm/.
+ * it. The driver behind it (qemu or firecracker) is chosen at create time
+ * and stays private to src/vm/.
  *
  * Everything runs on the caller's libuv loop and never blocks it. Progress
  * is reported through one callback:
@@ -39,11 +39,25 @@ struct ic_vm_config {
     const char *image;         /* guest image name, NULL for "default" */
     unsigned cpus;             /* 1..32 */
     unsigned mem_mib;          /* 64..65536 */
-    uint32_t channel_timeout_ms; /* VMM to connect its channel; 0 = default */
+    uint32_t channel_timeout_ms; /* VMM to connect its channel (Firecracker: the guest to
+                                  * accept the vsock connection); 0 = default */
     bool debug_guest;          /* ironclaw.debug=1 on the guest command line */
-    /* Network namespace the VMM joins (an nsfs file such as
-     * /run/netns/NAME); NULL gives it a new, empty one (no network). */
-    const char *netns;
+
+    /* A disk for the guest (/dev/vda), NULL for none: attached read-only,
+     * or with drive_copy as a writable per-VM copy that is thrown away. */
+    const char *drive;
+    bool drive_copy;
+
+    /* Firecracker only (docs/firecracker.md). */
+    const char *fc_filter;     /* custom seccomp filter in seccompiler's JSON format;
+                                * NULL = Firecracker's built-in filters */
+    bool no_jailer;            /* run Firecracker without its jailer (weaker isolation) */
+
+    /* Set by the network layer. */
+    const char *tap_name;      /* host tap device for the guest's eth0; NULL = no NIC */
+    const char *netns;         /* network namespace the VMM joins (an nsfs file such as
+                                * /run/netns/NAME); NULL gives it a new, empty one (no
+                                * network). Firecracker's jailer gets it as --netns. */
 };
 
 #define IC_VM_DEFAULT_CPUS 1

@@ -16,9 +16,9 @@
 
 #include <jansson.h>
 
-enum status { ST_OK, ST_MISSING, ST_NO };
+enum status { ST_OK, ST_MISSING, ST_NO, ST_WARN };
 
-static const char *const status_name[] = {"ok", "missing", "no"};
+static const char *const status_name[] = {"ok", "missing", "no", "warn"};
 
 static void usage(FILE *out)
 {
@@ -111,6 +111,23 @@ static void isolation_rows(struct table *t, const struct ic_host *h)
         h->kernel_release[0] ? h->kernel_release : "?", NULL);
 }
 
+/* Whether the image's kernel can boot under Firecracker (docs/firecracker.md). */
+static void fc_kernel_row(struct table *t, const struct ic_image_paths *p)
+{
+    struct ic_image_fc_report rep;
+    ic_err err = {0};
+    if (ic_image_fc_check(p, &rep, &err) < 0) {
+        row(t, "firecracker kernel", ST_NO, "-", err.msg);
+        return;
+    }
+    char hint[2100];
+    snprintf(hint, sizeof(hint), "%s%s%s", rep.problems, rep.problems[0] && rep.warnings[0] ? "; " : "",
+             rep.warnings);
+    const char *v = !rep.ok ? "cannot work" : rep.warnings[0] ? "works, with limits" : "works";
+    row(t, "firecracker kernel", !rep.ok ? ST_NO : rep.warnings[0] ? ST_WARN : ST_OK, v,
+        hint[0] ? hint : NULL);
+}
+
 static void image_rows(struct table *t)
 {
     char data[IC_PATH_MAX], kernel[IC_PATH_MAX + 32];
@@ -128,8 +145,10 @@ static void image_rows(struct table *t)
         char v[IC_PATH_MAX + 160];
         snprintf(v, sizeof(v), "%s, %s", p.release, p.dir);
         row(t, "guest image", ST_OK, v, NULL);
+        fc_kernel_row(t, &p);
     } else {
         row(t, "guest image", ST_MISSING, "-", err.code == ENOENT ? "run 'ironclaw image build'" : err.msg);
+        row(t, "firecracker kernel", ST_MISSING, "-", "no image to check");
     }
 }
 

@@ -100,6 +100,13 @@ static void usage(FILE *out)
             "      --name NAME         label for ps: 1-64 of [A-Za-z0-9._-], not starting\n"
             "                          with '.' or '-'; never used in a path\n"
             "      --vmm DRIVER        auto (default), qemu or firecracker\n"
+            "      --drive PATH        attach a disk image read-only as the guest's /dev/vda\n"
+            "      --drive-copy PATH   attach a private writable copy of it instead\n"
+            "                          (firecracker only, for now)\n"
+            "      --firecracker-filter FILE\n"
+            "                          a custom seccomp filter for Firecracker in seccompiler's\n"
+            "                          JSON format, compiled with the matching seccompiler-bin\n"
+            "      --no-jailer         run Firecracker without its jailer (weaker isolation)\n"
             "      --image NAME        guest image (default: default)\n"
             "      --boot-timeout SECS how long to wait for the guest agent (default 60)\n"
             "      --json              print a JSON report (output captured into it)\n"
@@ -147,7 +154,8 @@ static int parse_xfer(const char *arg, struct xfer *x)
     return x->local && x->guest ? 0 : -1;
 }
 
-enum { OPT_PUT = 256, OPT_GET, OPT_NAME, OPT_VMM, OPT_IMAGE, OPT_BOOT_TIMEOUT, OPT_JSON };
+enum { OPT_PUT = 256, OPT_GET, OPT_NAME, OPT_VMM, OPT_IMAGE, OPT_BOOT_TIMEOUT, OPT_JSON,
+       OPT_DRIVE, OPT_DRIVE_COPY, OPT_FC_FILTER, OPT_NO_JAILER };
 
 static int parse_args(struct job *j, int argc, char **argv)
 {
@@ -165,6 +173,10 @@ static int parse_args(struct job *j, int argc, char **argv)
         {"image", required_argument, NULL, OPT_IMAGE},
         {"boot-timeout", required_argument, NULL, OPT_BOOT_TIMEOUT},
         {"json", no_argument, NULL, OPT_JSON},
+        {"drive", required_argument, NULL, OPT_DRIVE},
+        {"drive-copy", required_argument, NULL, OPT_DRIVE_COPY},
+        {"firecracker-filter", required_argument, NULL, OPT_FC_FILTER},
+        {"no-jailer", no_argument, NULL, OPT_NO_JAILER},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -244,6 +256,23 @@ static int parse_args(struct job *j, int argc, char **argv)
             break;
         case OPT_JSON:
             j->json = true;
+            break;
+        case OPT_DRIVE:
+        case OPT_DRIVE_COPY:
+            if (j->cfg.drive)
+                return ic_cli_error("only one --drive or --drive-copy"), -1;
+            if (!optarg[0])
+                return ic_cli_error("--%s wants a path", c == OPT_DRIVE ? "drive" : "drive-copy"), -1;
+            j->cfg.drive = optarg;
+            j->cfg.drive_copy = c == OPT_DRIVE_COPY;
+            break;
+        case OPT_FC_FILTER:
+            if (!optarg[0])
+                return ic_cli_error("--firecracker-filter wants a file"), -1;
+            j->cfg.fc_filter = optarg;
+            break;
+        case OPT_NO_JAILER:
+            j->cfg.no_jailer = true;
             break;
         case 'h':
             usage(stdout);

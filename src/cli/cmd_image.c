@@ -24,13 +24,16 @@ static void usage(FILE *out)
             "build  assembles <data>/images/default: the guest kernel, and an initramfs\n"
             "       holding the guest agent as /init, busybox and the kernel modules of\n"
             "       image/modules.list with their dependencies. Nothing is rebuilt when\n"
-            "       every input has the hash recorded in the manifest.\n"
+            "       every input has the hash recorded in the manifest. The image also\n"
+            "       gets the kernel uncompressed (vmlinux, extracted from the bzImage)\n"
+            "       for --vmm firecracker, and the kernel's config when it is next to it.\n"
             "show   describes the built image and says whether its inputs changed.\n"
             "\n"
             "Options:\n"
             "  -f, --force              rebuild even if nothing changed\n"
-            "      --kernel PATH        a vmlinuz (or the directory holding vmlinuz, release\n"
-            "                           and modules/); default <data>/kernels/current\n"
+            "      --kernel PATH        a bzImage or an ELF vmlinux (or the directory holding\n"
+            "                           vmlinuz, release, config and modules/); default\n"
+            "                           <data>/kernels/current\n"
             "      --guest PATH         the static ironclaw-guest binary; default $IRONCLAW_GUEST,\n"
             "                           then next to ironclaw, then ../libexec/ironclaw/\n"
             "      --busybox PATH       a static busybox; default /bin/busybox (busybox-static)\n"
@@ -143,6 +146,14 @@ static void show_text(json_t *m)
         printf("  %-11s %s (%s)\n", files[i], jstr(f, "path"),
                human_size(json_integer_value(json_object_get(f, "size")), sz, sizeof(sz)));
     }
+    json_t *vx = json_object_get(img, "vmlinux");
+    if (json_is_object(vx))
+        printf("  %-11s %s (%s; %s)\n", "vmlinux", jstr(vx, "path"),
+               human_size(json_integer_value(json_object_get(vx, "size")), sz, sizeof(sz)),
+               jstr(m, "vmlinux_from"));
+    else
+        printf("  %-11s none: %s\n", "vmlinux",
+               json_string_value(json_object_get(m, "vmlinux_error")) ?: "built by an older ironclaw");
     printf("kernel        %s  (from %s)\n", jstr(m, "kernel_release"),
            jstr(json_object_get(in, "kernel"), "path"));
     json_t *gu = json_object_get(in, "guest"), *bb = json_object_get(in, "busybox");

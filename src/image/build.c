@@ -87,6 +87,11 @@ static int locate_in(const char *data, const char *name, struct ic_image_paths *
         ic_path_join(out->initrd, sizeof(out->initrd), err, "%s/initrd.cpio", out->dir) < 0 ||
         ic_path_join(out->manifest, sizeof(out->manifest), err, "%s/manifest.json", out->dir) < 0)
         return -ENAMETOOLONG;
+    /* Optional: only Firecracker needs it. */
+    if (ic_path_join(out->vmlinux, sizeof(out->vmlinux), err, "%s/vmlinux", out->dir) < 0)
+        return -ENAMETOOLONG;
+    if (!ic_path_exists(out->vmlinux))
+        out->vmlinux[0] = '\0';
     const char *need[] = {out->kernel, out->initrd, out->manifest};
     for (size_t i = 0; i < 3; i++)
         if (!ic_path_exists(need[i]))
@@ -272,9 +277,17 @@ static json_t *hashed_json(const char *path, const struct ic_image_hashed *h)
     return o;
 }
 
+/* What became of the vmlinux Firecracker needs: extracted, copied, or why not. */
+struct vmlinux_out {
+    bool made;
+    struct ic_image_hashed h;
+    char how[IC_PATH_MAX + 64];
+    char error[IC_ERR_MSG_MAX];
+};
+
 static json_t *manifest_new(const char *name, const struct ic_image_inputs *in, size_t napplets,
                             const struct ic_image_hashed *vmlinuz, const struct ic_image_hashed *initrd,
-                            double seconds)
+                            const struct vmlinux_out *vx, double seconds)
 {
     char when[32];
     time_t now = time(NULL);
@@ -289,6 +302,8 @@ static json_t *manifest_new(const char *name, const struct ic_image_inputs *in, 
     json_object_set_new(bb, "version", json_string(in->busybox_version));
     json_object_set_new(inputs, "busybox", bb);
     json_object_set_new(inputs, "modules_list", hashed_json(in->modules_list, &in->modules_list_h));
+    json_object_set_new(inputs, "kernel_config", in->kernel_config[0]
+                            ? hashed_json(in->kernel_config, &in->config_h) : json_null());
     json_object_set_new(inputs, "modules_dir", json_string(in->modules_dir));
     json_t *mods = json_array(), *order = json_array();
     for (size_t i = 0; i < in->modules.n; i++) {
@@ -308,6 +323,7 @@ static json_t *manifest_new(const char *name, const struct ic_image_inputs *in, 
     json_t *outputs = json_object();
     json_object_set_new(outputs, "vmlinuz", hashed_json(NULL, vmlinuz));
     json_object_set_new(outputs, "initrd.cpio", hashed_json(NULL, initrd));
+    json_object_set_new(outputs, "vmlinux", vx->made ? hashed_json(NULL, &vx->h) : json_null());
 
     json_t *m = json_object();
     json_object_set_new(m, "format", json_integer(IC_IMAGE_FORMAT));
@@ -320,6 +336,9 @@ static json_t *manifest_new(const char *name, const struct ic_image_inputs *in, 
     json_object_set_new(m, "module_order", order);
     json_object_set_new(m, "busybox_applets", json_integer((json_int_t)napplets));
     json_object_set_new(m, "outputs", outputs);
+    json_object_set_new(m, "vmlinux_from", vx->made ? json_string(vx->how) : json_null());
+    if (!vx->made)
+        json_object_set_new(m, "vmlinux_error", json_string(vx->error));
     return m;
 }
 
@@ -338,8 +357,15 @@ static bool up_to_date(const char *data, const char *name, const struct ic_image
     bool ok = json_integer_value(json_object_get(m, "format")) == IC_IMAGE_FORMAT && digest &&
               strcmp(digest, in->digest) == 0;
     json_t *outs = json_object_get(m, "outputs");
-    const char *files[][2] = {{"vmlinuz", p.kernel}, {"initrd.cpio", p.initrd}};
-    for (size_t i = 0; ok && i < 2; i++) {
+    char vmlinux[IC_PATH_MAX];
+    if (ic_path_join(vmlinux, sizeof(vmlinux), NULL, "%s/vmlinux", p.dir) < 0) {
+        json_decref(m);
+        return false;
+    }
+    const char *files[][2] = {{"vmlinuz", p.kernel}, {"initrd.cpio", p.initrd}, {"vmlinux", vmlinux}};
+    for (size_t i = 0; ok && i < 3; i++) {
+        if (i == 2 && json_is_null(json_object_get(outs, "vmlinux")))
+            break; /* recorded as not made: nothing to check */
         struct stat st;
         json_t *size = json_object_get(json_object_get(outs, files[i][0]), "size");
         ok = stat(files[i][1], &st) == 0 && json_is_integer(size) &&
@@ -403,18 +429,50 @@ static void fsync_dir(const char *dir)
     }
 }
 
-/* Builds the three files into tmp (an empty new directory). */
-static int build_into(const char *tmp, const char *name, struct ic_image_inputs *in, double t0,
-                      json_t **manifest, ic_err *err)
+/* The vmlinux for Firecracker: the kernel itself when it is ELF, else
+ * extracted from the bzImage. Failing here fails only Firecracker, so it
+ * is noted, not fatal. */
+static int make_vmlinux(const char *tmp, const struct ic_image_inputs *in, struct vmlinux_out *vx,
+                        ic_err *err)
 {
-    char kpath[IC_PATH_MAX], ipath[IC_PATH_MAX], mpath[IC_PATH_MAX];
+    char xpath[IC_PATH_MAX];
+    int r = ic_path_join(xpath, sizeof(xpath), err, "%s/vmlinux", tmp);
+    if (r < 0)
+        return r;
+    ic_err e = {0};
+    if (in->kernel_elf) {
+        snprintf(vx->how, sizeof(vx->how), "copy of %s", in->kernel);
+        r = copy_file(in->kernel, xpath, 0644, &e);
+    } else {
+        r = ic_image_extract_vmlinux(in->kernel, xpath, vx->how, sizeof(vx->how), &e);
+    }
+    if (r < 0) {
+        snprintf(vx->error, sizeof(vx->error), "%s", e.msg);
+        unlink(xpath);
+        return 0;
+    }
+    vx->made = true;
+    return hash_output(xpath, &vx->h, err);
+}
+
+/* Builds the image's files into tmp (an empty new directory). */
+static int build_into(const char *tmp, const char *name, struct ic_image_inputs *in, double t0,
+                      struct vmlinux_out *vx, json_t **manifest, ic_err *err)
+{
+    char kpath[IC_PATH_MAX], ipath[IC_PATH_MAX], mpath[IC_PATH_MAX], cpath[IC_PATH_MAX];
     int r = ic_path_join(kpath, sizeof(kpath), err, "%s/vmlinuz", tmp);
     if (r == 0)
         r = ic_path_join(ipath, sizeof(ipath), err, "%s/initrd.cpio", tmp);
     if (r == 0)
         r = ic_path_join(mpath, sizeof(mpath), err, "%s/manifest.json", tmp);
     if (r == 0)
+        r = ic_path_join(cpath, sizeof(cpath), err, "%s/config", tmp);
+    if (r == 0)
         r = copy_file(in->kernel, kpath, 0644, err);
+    if (r == 0 && in->kernel_config[0])
+        r = copy_file(in->kernel_config, cpath, 0644, err);
+    if (r == 0)
+        r = make_vmlinux(tmp, in, vx, err);
     if (r < 0)
         return r;
     size_t napplets = 0;
@@ -434,7 +492,7 @@ static int build_into(const char *tmp, const char *name, struct ic_image_inputs 
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     double secs = (double)now.tv_sec + (double)now.tv_nsec / 1e9 - t0;
-    json_t *m = manifest_new(name, in, napplets, &kh, &ih, secs);
+    json_t *m = manifest_new(name, in, napplets, &kh, &ih, vx, secs);
     _cleanup_free_ char *body = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     _cleanup_free_ char *text = NULL;
     /* A newline at the end, for people who cat it. */
@@ -596,10 +654,15 @@ int ic_image_build(const struct ic_image_build_opts *o, struct ic_image_build_re
             progress(o, "listing busybox applets");
             r = ic_image_inputs_applets(&in, err);
         }
+        struct vmlinux_out vx = {0};
         if (r == 0) {
-            progress(o, "writing initramfs");
-            r = build_into(tmp, name, &in, t0, &manifest, err);
+            progress(o, "writing initramfs and the vmlinux for Firecracker");
+            r = build_into(tmp, name, &in, t0, &vx, &manifest, err);
         }
+        if (r == 0 && vx.made)
+            progress(o, "vmlinux: %s", vx.how);
+        else if (r == 0)
+            progress(o, "warning: no vmlinux, so Firecracker cannot boot this image: %s", vx.error);
         if (r == 0) {
             progress(o, "publishing");
             r = publish(images, name, tmp, err);
@@ -651,7 +714,7 @@ int ic_image_show(const char *data_dir, const char *name, struct json_t **out, i
     *out = NULL;
     name = name ? name : IC_IMAGE_DEFAULT;
     char data[IC_PATH_MAX];
-    struct ic_image_paths p;
+    struct ic_image_paths p = {0};
     int r = data_dir_of(data_dir, data, sizeof(data), err);
     if (r == 0)
         r = locate_in(data, name, &p, err);
@@ -666,6 +729,7 @@ int ic_image_show(const char *data_dir, const char *name, struct json_t **out, i
     json_t *img = json_object();
     json_object_set_new(img, "dir", json_string(p.dir));
     json_object_set_new(img, "vmlinuz", file_info(p.kernel));
+    json_object_set_new(img, "vmlinux", p.vmlinux[0] ? file_info(p.vmlinux) : json_null());
     json_object_set_new(img, "initrd", file_info(p.initrd));
     json_object_set_new(img, "manifest", file_info(p.manifest));
     json_object_set_new(m, "image", img);
@@ -673,9 +737,12 @@ int ic_image_show(const char *data_dir, const char *name, struct json_t **out, i
     /* Re-hash the inputs at the paths the build used. */
     json_t *changed = json_array();
     json_t *inputs = json_object_get(m, "inputs");
-    static const char *const single[] = {"kernel", "guest", "busybox", "modules_list"};
-    for (size_t i = 0; i < 4; i++) {
+    static const char *const single[] = {"kernel", "guest", "busybox", "modules_list",
+                                         "kernel_config"};
+    for (size_t i = 0; i < 5; i++) {
         json_t *o = json_object_get(inputs, single[i]);
+        if (i == 4 && !json_is_object(o))
+            continue; /* built without a kernel config */
         note_change(changed, single[i], json_string_value(json_object_get(o, "path")),
                     json_string_value(json_object_get(o, "sha256")));
     }

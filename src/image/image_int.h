@@ -15,12 +15,14 @@ struct ic_image_hashed {
 
 struct ic_image_inputs {
     char kernel[IC_PATH_MAX];          /* resolved (symlinks followed) */
+    bool kernel_elf;                   /* an ELF vmlinux rather than a bzImage */
+    char kernel_config[IC_PATH_MAX];   /* "config" next to the kernel, "" if none */
     char release[128];
     char modules_dir[IC_PATH_MAX];
     char guest[IC_PATH_MAX];
     char busybox[IC_PATH_MAX];
     char modules_list[IC_PATH_MAX];
-    struct ic_image_hashed kernel_h, guest_h, busybox_h, modules_list_h;
+    struct ic_image_hashed kernel_h, guest_h, busybox_h, modules_list_h, config_h;
     struct ic_modlist modules;         /* load order */
     struct ic_image_hashed *module_h;  /* parallel to modules */
     char busybox_version[96];

@@ -162,10 +162,16 @@ static int find_kernel(const struct ic_image_build_opts *o, const char *data, st
     *strrchr(kdir, '/') = '\0';
 
     char probe[IC_PATH_MAX];
+    /* An ELF kernel is a vmlinux already (Firecracker's format). */
+    in->kernel_elf = ic_image_check_vmlinux(in->kernel, NULL) == 0;
+    if (ic_path_join(probe, sizeof(probe), err, "%s/config", kdir) == 0 && is_file(probe))
+        snprintf(in->kernel_config, sizeof(in->kernel_config), "%s", probe);
     if (o->release)
         r = ic_path_join(in->release, sizeof(in->release), err, "%s", o->release);
     else if (ic_path_join(probe, sizeof(probe), err, "%s/release", kdir) == 0 && is_file(probe))
         r = read_line(probe, in->release, sizeof(in->release), err);
+    else if (in->kernel_elf)
+        r = ic_image_vmlinux_release(in->kernel, in->release, sizeof(in->release), err);
     else
         r = ic_image_kernel_release(in->kernel, in->release, sizeof(in->release), err);
     if (r < 0)
@@ -310,9 +316,9 @@ static void inputs_digest(struct ic_image_inputs *in)
         return;
     }
     len += (size_t)snprintf(text + len, cap - len, "format=%d\nrelease=%s\nkernel=%s\nguest=%s\n"
-                            "busybox=%s\nmodules_list=%s\n", IC_IMAGE_FORMAT, in->release,
-                            in->kernel_h.sha256, in->guest_h.sha256, in->busybox_h.sha256,
-                            in->modules_list_h.sha256);
+                            "busybox=%s\nmodules_list=%s\nconfig=%s\n", IC_IMAGE_FORMAT,
+                            in->release, in->kernel_h.sha256, in->guest_h.sha256,
+                            in->busybox_h.sha256, in->modules_list_h.sha256, in->config_h.sha256);
     for (size_t i = 0; i < in->modules.n && len < cap; i++)
         len += (size_t)snprintf(text + len, cap - len, "module=%s %s %s\n", in->modules.name[i],
                                 in->modules.relpath[i], in->module_h[i].sha256);
@@ -375,6 +381,8 @@ int ic_image_inputs_gather(const struct ic_image_build_opts *o, const char *data
         r = hash_input(in->busybox, &in->busybox_h, err);
     if (r == 0)
         r = hash_input(in->modules_list, &in->modules_list_h, err);
+    if (r == 0 && in->kernel_config[0])
+        r = hash_input(in->kernel_config, &in->config_h, err);
     if (r < 0) {
         ic_image_inputs_free(in);
         return r;

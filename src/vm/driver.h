@@ -29,6 +29,7 @@ struct ic_vm_driver {
 };
 
 extern const struct ic_vm_driver ic_vm_driver_qemu;
+extern const struct ic_vm_driver ic_vm_driver_firecracker;
 
 /* ---- what vm.c offers to drivers ---------------------------------------- */
 
@@ -49,6 +50,13 @@ int ic_vm__path(ic_vm *vm, const char *name, char *out, ic_err *err);
  * its parent, stdout/stderr appended to `log_path`), after recording it in
  * the state record under role "vmm". argv[0] must be an absolute path. */
 int ic_vm__spawn_vmm(ic_vm *vm, char *const argv[], const char *log_path, ic_err *err);
+/* The same, with IC_VM_SPAWN_* flags. SUPERVISE: argv[0] forks the real
+ * VMM and exits (Firecracker's jailer); the trampoline then stays as a
+ * supervisor that adopts the VMM, ends with it, and kills it when
+ * ironclaw dies (see launch.c). */
+#define IC_VM_SPAWN_SUPERVISE 1u
+int ic_vm__spawn_vmm_flags(ic_vm *vm, char *const argv[], const char *log_path, unsigned flags,
+                           ic_err *err);
 
 /* Hands over the connected channel, a malloc'd handle: the VM owns it
  * until ic_vm_take_channel(), whose caller must close and free it. */

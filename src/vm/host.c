@@ -123,6 +123,20 @@ static void find_program(const char *path, const char *name, char *out)
     }
 }
 
+/* $name, when set, replaces what PATH gave: an absolute path to an
+ * executable file, else "" (a named program that cannot run is missing). */
+static void program_from_env(const char *name, char *out)
+{
+    const char *v = getenv(name);
+    struct stat st;
+    if (!v || !*v)
+        return;
+    out[0] = '\0';
+    if (v[0] == '/' && strlen(v) < IC_PATH_MAX && stat(v, &st) == 0 && S_ISREG(st.st_mode) &&
+        access(v, X_OK) == 0)
+        snprintf(out, IC_PATH_MAX, "%s", v);
+}
+
 static void append_word(char *list, size_t size, const char *word)
 {
     size_t len = strlen(list);
@@ -256,6 +270,12 @@ int ic_host_probe(const struct ic_host_probe_opts *opts, struct ic_host *h, ic_e
     find_program(path, "firecracker", h->firecracker);
     find_program(path, "jailer", h->jailer);
     find_program(path, "seccompiler-bin", h->seccompiler);
+    if (!opts || !opts->path) {
+        /* The real host: Firecracker's programs may be named explicitly. */
+        program_from_env("IRONCLAW_FIRECRACKER", h->firecracker);
+        program_from_env("IRONCLAW_JAILER", h->jailer);
+        program_from_env("IRONCLAW_SECCOMPILER", h->seccompiler);
+    }
     find_program(path, "nft", h->nft);
     find_program(path, "iptables", h->iptables);
     find_program(path, "iptables-restore", h->iptables_restore);
@@ -394,14 +414,18 @@ int ic_host_pick_vmm(const struct ic_host *h, const char *requested, const char 
         if (!h->firecracker[0])
             return ic_err_set(err, ENOENT,
                               "firecracker is not installed (it is not packaged by Debian: put the "
-                              "firecracker binary on PATH), or use --vmm qemu");
-        if (!h->kvm_usable)
-            return ic_err_set(err, ENODEV, "firecracker needs KVM, but %s; use --vmm qemu",
-                              no_kvm_reason(h));
+                              "firecracker binary on PATH or name it with IRONCLAW_FIRECRACKER), or "
+                              "use --vmm qemu");
         *driver = "firecracker";
         *use_kvm = true;
-        snprintf(why, why_size, "firecracker was requested and KVM is usable (%s, /dev/kvm read/write)",
-                 h->hw_virt_flag);
+        /* Asked for by name, it runs: where KVM is missing Firecracker
+         * itself says so, and that answer reaches the user. */
+        if (h->kvm_usable)
+            snprintf(why, why_size, "firecracker was requested and KVM is usable (%s, /dev/kvm read/write)",
+                     h->hw_virt_flag);
+        else
+            snprintf(why, why_size, "firecracker was requested although KVM is not usable (%s); "
+                     "it will fail unless it can use KVM after all", no_kvm_reason(h));
         return 0;
     }
     return ic_err_set(err, EINVAL, "unknown VMM '%s' (auto, qemu or firecracker)", requested);

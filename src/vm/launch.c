@@ -13,10 +13,20 @@
  * "<step>: <reason>" to the status descriptor and the trampoline exits 127
  * without exec'ing anything. The descriptor is close-on-exec, so the owner
  * reads EOF with no message exactly when the VMM was exec'd.
+ *
+ * With --supervise (Firecracker's jailer) the trampoline stays as a tiny
+ * supervisor instead of exec'ing: the jailer forks the real VMM into a new
+ * pid namespace and exits, and drops privileges (which clears a death
+ * signal), so neither "dies with its parent" nor "the VMM is our child"
+ * would hold. The supervisor is a child subreaper, so the VMM becomes its
+ * child when the jailer exits; it exits with the status of the last child
+ * to end, and when ironclaw dies (or it gets SIGTERM) it kills every child
+ * first. ironclaw thus still sees one child whose life is the VMM's.
  */
 #include "vm/launch.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -26,6 +36,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 struct launch_opts {
@@ -33,6 +44,7 @@ struct launch_opts {
     int status_fd;          /* -1: report on stderr only */
     const char *netns;      /* a network namespace to join (a bind-mounted nsfs file) */
     bool new_netns;         /* or a new, empty one */
+    bool supervise;         /* stay as the VMM's supervisor (see the top) */
     char **vmm_argv;
 };
 
@@ -88,6 +100,8 @@ static void parse(int argc, char **argv, struct launch_opts *o)
             i++;
         } else if (strcmp(a, "--new-netns") == 0) {
             o->new_netns = true;
+        } else if (strcmp(a, "--supervise") == 0) {
+            o->supervise = true;
         } else {
             die(o, "options", EINVAL, "unknown launch option '%s'", a);
         }
@@ -101,9 +115,17 @@ static void parse(int argc, char **argv, struct launch_opts *o)
 
 /* ---- the steps, in the order they run ------------------------------------ */
 
-static void die_with_parent(const struct launch_opts *o)
+static void supervisor_signals(sigset_t *set);
+
+/* A supervisor must outlive the moment of ironclaw's death long enough to
+ * take its children along: it gets SIGTERM, blocked from here on and taken
+ * by sigwaitinfo. *old receives the mask to restore in the VMM. */
+static void die_with_parent(const struct launch_opts *o, sigset_t *old)
 {
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+    sigset_t sup;
+    supervisor_signals(&sup);
+    sigprocmask(o->supervise ? SIG_BLOCK : SIG_SETMASK, o->supervise ? &sup : NULL, old);
+    if (prctl(PR_SET_PDEATHSIG, o->supervise ? SIGTERM : SIGKILL) < 0)
         die(o, "death signal", errno, "PR_SET_PDEATHSIG");
     /* The parent may have died before the line above: then nobody would
      * ever kill us. */
@@ -151,15 +173,109 @@ static void close_inherited_fds(const struct launch_opts *o)
     close_from(keep + 1);
 }
 
+/* SIGKILLs every child of ours (found in /proc: after a reparent we do
+ * not know their pids). */
+static void kill_children(void)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return;
+    struct dirent *de;
+    pid_t self = getpid();
+    while ((de = readdir(d))) {
+        pid_t pid = (pid_t)strtol(de->d_name, NULL, 10);
+        if (pid <= 1 || pid == self)
+            continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        char *p = strrchr(buf, ')');
+        int ppid = 0;
+        char st;
+        if (p && sscanf(p + 1, " %c %d", &st, &ppid) == 2 && ppid == self)
+            kill(pid, SIGKILL);
+    }
+    closedir(d);
+}
+
+static int wait_status_code(int status)
+{
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void supervisor_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGCHLD);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+}
+
+/* Runs with supervisor_signals() blocked (old: the mask before). The
+ * child execs; the supervisor closes its copy of the status descriptor so
+ * that EOF still means "exec'd", then waits. */
+static void supervise(const struct launch_opts *o, const sigset_t *old)
+{
+    sigset_t set;
+    supervisor_signals(&set);
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+        die(o, "supervisor", errno, "PR_SET_CHILD_SUBREAPER");
+    pid_t child = fork();
+    if (child < 0)
+        die(o, "supervisor", errno, "fork");
+    if (child == 0) {
+        sigprocmask(SIG_SETMASK, old, NULL);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execv(o->vmm_argv[0], o->vmm_argv);
+        die(o, "exec", errno, "%s", o->vmm_argv[0]);
+    }
+    if (o->status_fd >= 0)
+        close(o->status_fd);
+    int last = 0;
+    for (;;) {
+        int sig = sigwaitinfo(&set, NULL);
+        if (sig < 0)
+            continue;
+        if (sig != SIGCHLD) {
+            /* ironclaw died (the death signal) or asked us to end. */
+            for (int round = 0; round < 100; round++) {
+                kill_children();
+                pid_t p;
+                while ((p = waitpid(-1, NULL, WNOHANG)) > 0)
+                    ;
+                if (p < 0 && errno == ECHILD)
+                    break;
+                usleep(10000);
+            }
+            _exit(128 + sig);
+        }
+        pid_t p;
+        int status;
+        while ((p = waitpid(-1, &status, WNOHANG)) > 0)
+            last = wait_status_code(status);
+        if (p < 0 && errno == ECHILD)
+            _exit(last);
+    }
+}
+
 int ic_vm_launch_main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], IC_LAUNCH_MARKER) != 0)
         return -1;
     struct launch_opts o;
+    sigset_t old;
     parse(argc, argv, &o);
-    die_with_parent(&o);
+    die_with_parent(&o, &old);
     enter_network(&o);
     close_inherited_fds(&o);
+    if (o.supervise)
+        supervise(&o, &old);
     execv(o.vmm_argv[0], o.vmm_argv);
     die(&o, "exec", errno, "%s", o.vmm_argv[0]);
 }

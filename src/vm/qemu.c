@@ -192,6 +192,8 @@ static int qemu_start(ic_vm *vm, ic_err *err)
     if (!host->qemu[0])
         return ic_err_set(err, ENOENT, "qemu-system-x86_64 is not installed "
                           "(Debian package qemu-system-x86)");
+    if (ic_vm__config(vm)->drive)
+        return ic_err_set(err, ENOTSUP, "--drive is only supported with --vmm firecracker so far");
     struct qemu *q = calloc(1, sizeof(*q));
     if (!q)
         return ic_err_set(err, ENOMEM, "out of memory");

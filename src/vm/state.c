@@ -332,11 +332,33 @@ static void wait_processes_gone(json_t *list)
     }
 }
 
+/* A recorded tree or cgroup path must be absolute and plain: never "/",
+ * never with "." or ".." components. */
+static bool outside_path_ok(const char *p)
+{
+    if (p[0] != '/' || strlen(p) < 6 || strstr(p, "/./") || strstr(p, "/../") || strstr(p, "//"))
+        return false;
+    size_t n = strlen(p);
+    return !(n >= 3 && strcmp(p + n - 3, "/..") == 0) && !(n >= 2 && strcmp(p + n - 2, "/.") == 0);
+}
+
 static int reap_path(json_t *res, const char *kind, ic_err *err)
 {
     const char *path = json_string_value(json_object_get(res, "path"));
     if (!path || strcmp(kind, IC_RES_DIR) == 0)
         return 0;  /* directories go last, whole */
+    bool tree = strcmp(kind, IC_RES_TREE) == 0, cgroup = strcmp(kind, IC_RES_CGROUP) == 0;
+    if ((tree || cgroup) && !outside_path_ok(path))
+        return ic_err_set(err, EINVAL, "refusing to remove the recorded %s '%s'", kind, path);
+    if (tree)
+        return ic_rm_rf(path, err);
+    if (cgroup) {
+        if (rmdir(path) < 0 && errno != ENOENT)
+            return ic_err_sys(err, errno, "cannot remove the cgroup %s", path);
+        return 0;
+    }
+    if (strcmp(kind, IC_RES_SOCKET) != 0 && strcmp(kind, IC_RES_FILE) != 0)
+        return 0;  /* a kind of another layer's: ic_vm_reap_record's business */
     if (unlink(path) < 0 && errno != ENOENT)
         return ic_err_sys(err, errno, "cannot remove %s", path);
     return 0;
@@ -358,15 +380,20 @@ int ic_state_reap(ic_state *st, ic_err *err)
     }
     kill_by_cmdline(st->dir);
     wait_processes_gone(list);
+    bool keep_record = false;
     json_array_foreach(list, i, res) {
         const char *kind = json_string_value(json_object_get(res, "kind")) ?: "";
         int r = reap_path(res, kind, &local);
+        if (r < 0 && (strcmp(kind, IC_RES_TREE) == 0 || strcmp(kind, IC_RES_CGROUP) == 0))
+            keep_record = true;
         if (r < 0 && first == 0) {
             first = r;
             if (err)
                 *err = local;
         }
     }
+    if (keep_record)
+        return first;
     int r = ic_rm_rf(st->dir, &local);
     if (r < 0 && first == 0) {
         first = r;

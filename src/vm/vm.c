@@ -236,6 +236,12 @@ static int self_exe(char *out, size_t size, ic_err *err)
 
 int ic_vm__spawn_vmm(ic_vm *vm, char *const argv[], const char *log_path, ic_err *err)
 {
+    return ic_vm__spawn_vmm_flags(vm, argv, log_path, 0, err);
+}
+
+int ic_vm__spawn_vmm_flags(ic_vm *vm, char *const argv[], const char *log_path, unsigned flags,
+                           ic_err *err)
+{
     char exe[IC_PATH_MAX], parent[24];
     int r = self_exe(exe, sizeof(exe), err);
     if (r < 0)
@@ -262,6 +268,8 @@ int ic_vm__spawn_vmm(ic_vm *vm, char *const argv[], const char *log_path, ic_err
     } else {
         full[k++] = (char *)"--new-netns";
     }
+    if (flags & IC_VM_SPAWN_SUPERVISE)
+        full[k++] = (char *)"--supervise";
     full[k++] = (char *)"--";
     memcpy(full + k, argv, n * sizeof(char *));
 
@@ -306,6 +314,16 @@ int ic_vm__spawn_vmm(ic_vm *vm, char *const argv[], const char *log_path, ic_err
     return ic_state_set_pid(vm->state, "vmm", vm->proc.pid, err);
 }
 
+/* The VMM runs in its own session and process group (UV_PROCESS_DETACHED);
+ * what it started there (the jailed Firecracker behind a supervisor) goes
+ * down with it. The pid is still our unreaped child, so the group id
+ * cannot have been reused. */
+static void kill_vmm(ic_vm *vm)
+{
+    uv_kill(-vm->proc.pid, SIGKILL);
+    uv_process_kill(&vm->proc, SIGKILL);
+}
+
 /* ---- public lifecycle -------------------------------------------------- */
 
 static int pick_driver(ic_vm *vm, const char *requested, ic_err *err)
@@ -318,9 +336,9 @@ static int pick_driver(ic_vm *vm, const char *requested, ic_err *err)
     r = ic_host_pick_vmm(&vm->host, requested, &driver, &vm->use_kvm, why, sizeof(why), err);
     if (r < 0)
         return r;
-    if (strcmp(driver, "qemu") != 0)
-        return ic_err_set(err, ENOTSUP, "the %s driver is not available in this build", driver);
-    vm->driver = &ic_vm_driver_qemu;
+    vm->driver = strcmp(driver, "firecracker") == 0 ? &ic_vm_driver_firecracker : &ic_vm_driver_qemu;
+    if (vm->driver == &ic_vm_driver_firecracker && !vm->host.kvm_usable)
+        ic_log_warn("%s", why);
     ic_log_debug("vmm: %s (%s)", driver, why);
     return 0;
 }
@@ -418,7 +436,7 @@ static void on_grace_expired(uv_timer_t *t)
     if (vm->grace_ms > 0)
         ic_log_warn("vm %s: %s did not end within its grace period; killing it", vm->id,
                     vm->driver->name);
-    uv_process_kill(&vm->proc, SIGKILL);
+    kill_vmm(vm);
 }
 
 void ic_vm_stop(ic_vm *vm, uint32_t grace_ms)
@@ -490,7 +508,7 @@ void ic_vm_destroy(ic_vm *vm, ic_vm_done_fn done, void *ud)
     vm->done_ud = ud;
     vm->cb = NULL;
     if (vm->proc_running)
-        uv_process_kill(&vm->proc, SIGKILL);
+        kill_vmm(vm);
     if (vm->driver->release)
         vm->driver->release(vm);
     if (vm->channel) {
