@@ -264,10 +264,23 @@ static void supervise(const struct launch_opts *o, const sigset_t *old)
     }
 }
 
+/* Set once this program has shown it handles launch requests. Without it a
+ * program that re-executes itself as the trampoline would rerun its own
+ * main() in every child: a fork bomb. The one process-wide flag the
+ * library keeps, written once before any VM exists. */
+static bool launch_ready;
+
+bool ic_vm__launch_ready(void)
+{
+    return launch_ready;
+}
+
 int ic_vm_launch_main(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], IC_LAUNCH_MARKER) != 0)
+    if (argc < 2 || strcmp(argv[1], IC_LAUNCH_MARKER) != 0) {
+        launch_ready = true;
         return -1;
+    }
     struct launch_opts o;
     sigset_t old;
     parse(argc, argv, &o);

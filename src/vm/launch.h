@@ -11,4 +11,10 @@
 
 #define IC_LAUNCH_MARKER "__ironclaw_launch"
 
+#include <stdbool.h>
+
+/* True once ic_vm_launch_main() has run in this process (and found no
+ * launch request): only then may it re-execute itself as the trampoline. */
+bool ic_vm__launch_ready(void);
+
 #endif

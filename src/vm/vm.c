@@ -243,6 +243,9 @@ int ic_vm__spawn_vmm_flags(ic_vm *vm, char *const argv[], const char *log_path, 
                            ic_err *err)
 {
     char exe[IC_PATH_MAX], parent[24];
+    if (!ic_vm__launch_ready())
+        return ic_err_set(err, EPROTO, "internal error: this program does not call "
+                          "ic_vm_launch_main() first thing in main(), so it cannot launch a VMM");
     int r = self_exe(exe, sizeof(exe), err);
     if (r < 0)
         return r;
