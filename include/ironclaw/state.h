@@ -42,6 +42,12 @@ int ic_state_add(ic_state *st, const char *kind, const char *role, const char *p
 /* Fills in the pid of the process resource with that role, and saves. */
 int ic_state_set_pid(ic_state *st, const char *role, pid_t pid, ic_err *err);
 int ic_state_set_phase(ic_state *st, const char *phase, ic_err *err);
+/* A number kept in the record under `key` (such as the VMM's uid), saved. */
+int ic_state_set_num(ic_state *st, const char *key, int64_t value, ic_err *err);
+bool ic_state_get_num(const ic_state *st, const char *key, int64_t *out);
+/* The paths of the resources of one kind, in record order (for layers that
+ * remove kinds of their own); returns how many, at most max. */
+size_t ic_state_paths(const ic_state *st, const char *kind, const char **out, size_t max);
 
 const char *ic_state_id(const ic_state *st);
 const char *ic_state_name(const ic_state *st);     /* "" when none */
@@ -58,7 +64,7 @@ bool ic_state_owner_alive(const ic_state *st);
 
 /* Kills the record's processes (SIGKILL, start time checked, plus any
  * process whose command line names the VM's directory), removes its
- * sockets, files and directory. Idempotent; keeps going past failures and
+ * sockets, files and directory (other kinds belong to their layers). Idempotent; keeps going past failures and
  * reports the first. */
 int ic_state_reap(ic_state *st, ic_err *err);
 
