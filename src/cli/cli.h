@@ -26,6 +26,7 @@ enum ic_exit {
     IC_EXIT_GUEST_LOST = 69,     /* VM or channel died while the command ran */
     IC_EXIT_FILE = 70,           /* --put/--get failed */
     IC_EXIT_INTERNAL = 71,       /* anything else */
+    IC_EXIT_SECCOMP = 72,        /* the VMM was stopped by its seccomp policy */
     IC_EXIT_NOT_RUN = 127,       /* CMD could not be started in the guest */
 };
 

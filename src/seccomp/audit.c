@@ -122,7 +122,7 @@ static json_t *counts_json(const ic_audit *a)
                 list, json_pack("{s:s, s:i, s:s, s:I}", "syscall",
                                 nr < IC_AUDIT_NR_MAX ? ic_seccomp_syscall_name((int)nr, name, sizeof(name))
                                                      : "other",
-                                nr < IC_AUDIT_NR_MAX ? (int)nr : -1, "action", an, "count",
+                                "nr", nr < IC_AUDIT_NR_MAX ? (int)nr : -1, "action", an, "count",
                                 (json_int_t)c));
         }
     }

@@ -226,8 +226,8 @@ static int write_limits(const struct ic_cg_dir *d, const struct ic_cg_limits *li
 int ic_cg_create(const struct ic_cg_dir *d, const struct ic_cg_limits *lim, ic_err *err)
 {
     char parent[IC_PATH_MAX];
-    snprintf(parent, sizeof(parent), "%s", d->path);
-    snprintf(parent, sizeof(parent), "%s", dirname(parent));
+    const char *slash = strrchr(d->path, '/');
+    snprintf(parent, sizeof(parent), "%.*s", slash ? (int)(slash - d->path) : 0, d->path);
     bool nested = strcmp(parent, d->mount) != 0;
     int r;
     if (d->v2 && (r = v2_enable(d->mount, d->controllers, err)) < 0)

@@ -215,8 +215,8 @@ static int visit(struct deps *d, const char *path)
         return r > 0 ? 0 : why(d, "%s is not a readable x86-64 ELF file", path);
     }
     char dir[IC_PATH_MAX];
-    snprintf(dir, sizeof(dir), "%s", path);
-    snprintf(dir, sizeof(dir), "%s", dirname(dir));
+    const char *slash = strrchr(path, '/');
+    snprintf(dir, sizeof(dir), "%.*s", slash && slash != path ? (int)(slash - path) : 1, slash ? path : ".");
     int out = 0;
     for (size_t i = 0; i < e.n_ph && out == 0; i++) {
         if (e.ph[i].p_type == PT_INTERP) {

@@ -77,7 +77,7 @@ int ic_jail_parse_opt(struct ic_jail_opts *j, const char *a, const char *v)
     } else if ((strcmp(a, "--jail-uid") == 0 || strcmp(a, "--jail-gid") == 0) && v) {
         if (!parse_id(v, &id) || id == 0)
             return -1;
-        if (a[6] == 'u')
+        if (a[7] == 'u')
             j->uid = (uid_t)id;
         else
             j->gid = (gid_t)id;

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #define QEMU_ARGV_MAX 52
+#define IC_QEMU_TB_MIB "128"
 
 struct qemu {
     uv_pipe_t listener;
@@ -151,7 +152,9 @@ static int build_argv(ic_vm *vm, const char *qemu_bin, const char *console, stru
     arg(b, "-M");
     arg(b, "microvm,x-option-roms=off,isa-serial=on,rtc=off");
     arg(b, "-accel");
-    arg(b, kvm ? "kvm" : "tcg");
+    /* A bounded TCG translation buffer (the default reserves 1 GiB) keeps
+     * the VMM's memory beyond guest RAM within its cgroup's overhead. */
+    arg(b, kvm ? "kvm" : "tcg,tb-size=" IC_QEMU_TB_MIB);
     arg(b, "-cpu");
     arg(b, kvm ? "host" : "max");
     arg(b, "-smp");

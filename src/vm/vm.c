@@ -107,7 +107,7 @@ void ic_vm__violation(ic_vm *vm, const char *reason)
 {
     if (!vm->violation[0])
         snprintf(vm->violation, sizeof(vm->violation), "%s", reason);
-    ic_log_error("vm %s: %s; stopping the VM", vm->id, reason);
+    ic_log_info("vm %s: %s; stopping the VM", vm->id, reason);
     if (vm->proc_running)
         uv_process_kill(&vm->proc, SIGKILL);
 }
