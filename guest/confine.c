@@ -49,8 +49,8 @@ static int deny_ptrace(scmp_filter_ctx ctx)
      * nothing: not the agent, not another command. */
     static const unsigned long requests[] = {PTRACE_ATTACH, PTRACE_SEIZE};
     for (size_t i = 0; i < sizeof(requests) / sizeof(requests[0]); i++) {
-        int r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ptrace), 1,
-                                 SCMP_A0(SCMP_CMP_EQ, requests[i]));
+        struct scmp_arg_cmp c = {.arg = 0, .op = SCMP_CMP_EQ, .datum_a = requests[i], .datum_b = 0};
+        int r = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ptrace), 1, &c);
         if (r < 0)
             return r;
     }
@@ -63,8 +63,9 @@ static int deny_namespaces(scmp_filter_ctx ctx)
                                           CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID,
                                           CLONE_NEWNET, 0x80 /* CLONE_NEWTIME */};
     for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
-        int r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
-                                 SCMP_A0(SCMP_CMP_MASKED_EQ, flags[i], flags[i]));
+        struct scmp_arg_cmp c = {.arg = 0, .op = SCMP_CMP_MASKED_EQ, .datum_a = flags[i],
+                                 .datum_b = flags[i]};
+        int r = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1, &c);
         if (r < 0)
             return r;
     }
