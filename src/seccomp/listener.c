@@ -20,6 +20,7 @@
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -54,6 +55,14 @@ static bool pending(int fd)
     return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }
 
+static void stop_reason(ic_sc_listener *l, int nr, pid_t tid)
+{
+    char name[64], reason[160];
+    snprintf(reason, sizeof(reason), "the seccomp policy killed it on the forbidden system call "
+             "%s (thread %d)", ic_seccomp_syscall_name(nr, name, sizeof(name)), (int)tid);
+    ic_audit_set_stop(l->o.audit, reason);
+}
+
 static void answer(ic_sc_listener *l, struct ic_sc_action act)
 {
     struct seccomp_notif *req = l->req;
@@ -75,6 +84,7 @@ static void answer(ic_sc_listener *l, struct ic_sc_action act)
         if (seccomp_notify_id_valid(l->fd, req->id) == 0)
             kill(tid, SIGKILL);
         resp->error = -EPERM;
+        stop_reason(l, req->data.nr, tid);
         break;
     case IC_SC_TRAP:
     default:

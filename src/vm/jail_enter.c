@@ -275,7 +275,7 @@ static int add_path(struct root *rt, const char *path, enum ic_jail_kind kind)
         bool last = strspn(p, "/") == strlen(p);
         struct stat st;
         if (lstat(cur, &st) < 0)
-            return fail(rt->f, "root", errno, "the VMM needs %s", cur);
+            return fail(rt->f, "root", errno, "the VMM needs %s", path);
         if (S_ISLNK(st.st_mode))
             return add_link(rt, cur, p, kind);
         if (last)
