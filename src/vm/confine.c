@@ -253,7 +253,7 @@ static void on_limit(void *ud, const struct ic_audit_entry *last)
     ic_confine *c = ud;
     char name[64], reason[256];
     snprintf(reason, sizeof(reason), "the VMM made %llu forbidden system calls (limit "
-             "--max-violations %llu), the last %s",
+             "--max-violations %llu); the last: %s",
              (unsigned long long)ic_audit_violations(c->audit),
              (unsigned long long)c->max_violations,
              ic_seccomp_syscall_name(last->nr, name, sizeof(name)));
