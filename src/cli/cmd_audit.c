@@ -69,11 +69,12 @@ static void print_counts(json_t *doc)
     size_t i;
     json_t *c;
     printf("  %10s  %-7s %s\n", "COUNT", "ACTION", "SYSCALL");
-    json_array_foreach(json_object_get(doc, "counts"), i, c)
+    json_array_foreach(json_object_get(doc, "counts"), i, c) {
         printf("  %10lld  %-7s %s (%lld)\n", (long long)json_integer_value(json_object_get(c, "count")),
                json_string_value(json_object_get(c, "action")),
                json_string_value(json_object_get(c, "syscall")),
                (long long)json_integer_value(json_object_get(c, "nr")));
+    }
 }
 
 static void print_entries(json_t *doc, bool all)

@@ -53,12 +53,12 @@ static void print_group(const ic_seccomp_policy *p, json_t *rule)
     const char *act = json_string_value(json_object_get(rule, "action"));
     json_t *names = json_object_get(rule, "syscalls");
     if (names) {
-        printf("%s (%zu):", act, json_array_size(names));
-        size_t i, col = 80;
+        printf("%s (%zu):\n   ", act, json_array_size(names));
+        size_t i, col = 3;
         json_t *n;
         json_array_foreach(names, i, n) {
             const char *s = json_string_value(n);
-            if (col + strlen(s) + 1 > 78) {
+            if (col > 3 && col + strlen(s) + 1 > 78) {
                 printf("\n   ");
                 col = 3;
             }
@@ -106,8 +106,9 @@ static int cmd_show(const char *spec, bool as_json)
         printf("default action: %s\n", json_string_value(json_object_get(doc, "default_action")));
         size_t i;
         json_t *rule;
-        json_array_foreach(json_object_get(doc, "rules"), i, rule)
+        json_array_foreach(json_object_get(doc, "rules"), i, rule) {
             print_group(p, rule);
+        }
     }
     json_decref(doc);
     ic_seccomp_policy_free(p);

@@ -189,7 +189,7 @@ static int make_dir(const char *path, ic_err *err)
 
 static int write_limits(const struct ic_cg_dir *d, const struct ic_cg_limits *lim, ic_err *err)
 {
-    char mem[32], cpu[48], quota[24], pids[24];
+    char mem[32], quota[24], pids[24];
     snprintf(mem, sizeof(mem), "%llu", (unsigned long long)lim->mem_bytes);
     snprintf(quota, sizeof(quota), "%u", lim->cpus * CPU_PERIOD_US);
     snprintf(pids, sizeof(pids), "%llu", (unsigned long long)lim->pids);
@@ -208,6 +208,7 @@ static int write_limits(const struct ic_cg_dir *d, const struct ic_cg_limits *li
         }
     }
     if (r == 0 && has_word(list, "cpu", sep)) {
+        char cpu[48];
         if (d->v2) {
             snprintf(cpu, sizeof(cpu), "%s %u", quota, CPU_PERIOD_US);
             r = put(d->path, "cpu.max", cpu, false, err);
@@ -229,15 +230,15 @@ int ic_cg_create(const struct ic_cg_dir *d, const struct ic_cg_limits *lim, ic_e
     const char *slash = strrchr(d->path, '/');
     snprintf(parent, sizeof(parent), "%.*s", slash ? (int)(slash - d->path) : 0, d->path);
     bool nested = strcmp(parent, d->mount) != 0;
-    int r;
-    if (d->v2 && (r = v2_enable(d->mount, d->controllers, err)) < 0)
+    if (d->v2 && v2_enable(d->mount, d->controllers, err) < 0)
         return ic_err_wrap(err, "enabling cgroup controllers");
     /* Another VM's teardown may remove an empty parent between our mkdir
      * calls: try again a few times. */
     for (int tries = 0; tries < 5; tries++) {
+        int r;
         if (nested && (r = make_dir(parent, err)) < 0)
             return r;
-        if (nested && d->v2 && (r = v2_enable(parent, d->controllers, err)) < 0) {
+        if (nested && d->v2 && v2_enable(parent, d->controllers, err) < 0) {
             if (err && err->code == ENOENT)
                 continue;
             return ic_err_wrap(err, "enabling cgroup controllers");

@@ -178,8 +178,8 @@ static int jail_args(ic_confine *c, const struct ic_confine_spawn *s, ic_err *er
     };
     char name[48];
     snprintf(name, sizeof(name), "vm-%s", ic_state_id(st));
-    if ((r = ic_cg_plan("/proc/self/mountinfo", c->cg_parent, name, &plan, err)) < 0 ||
-        (r = ic_jail_cgroups(st, &plan, &lim, err)) < 0)
+    if (ic_cg_plan("/proc/self/mountinfo", c->cg_parent, name, &plan, err) < 0 ||
+        ic_jail_cgroups(st, &plan, &lim, err) < 0)
         return ic_err_wrap(err, "cgroup");
     if (arg(c, "--jail-root") || arg(c, "%s", root) || arg(c, "--jail-uid") ||
         arg(c, "%u", uid) || arg(c, "--jail-gid") || arg(c, "%u", uid))
