@@ -741,7 +741,7 @@ int ic_cmd_exec(int argc, char **argv)
     r = ic_sandbox_start(&j->loop, &j->cfg, j->boot_timeout_ms, on_ready, on_lost, j, &j->sb, &err);
     if (r < 0) {
         j->sb = NULL;
-        finish(j, r == -ENOENT || r == -EINVAL || r == -ENOTSUP ? IC_EXIT_SETUP : IC_EXIT_BOOT, &err);
+        finish(j, r == -ENOENT || r == -EINVAL ? IC_EXIT_SETUP : IC_EXIT_BOOT, &err);
     } else {
         ic_sandbox_on_drain(j->sb, on_sandbox_drain, j);
     }

@@ -375,6 +375,7 @@ int ic_vm_launch_main(int argc, char **argv)
     install_seccomp(&o);
     /* A jailed VMM gets a clean environment: nothing of ours leaks. */
     static char *const clean_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+    unsetenv("IRONCLAW_TEST_FAIL_JAIL_STEP");
     execve(o.vmm_argv[0], o.vmm_argv, o.jail.root ? clean_env : environ);
     die(&o, "exec", errno, "%s", o.vmm_argv[0]);
 }
