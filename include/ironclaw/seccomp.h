@@ -143,6 +143,9 @@ struct ic_sc_listener_opts {
     struct ic_audit *audit;            /* borrowed */
     uint64_t max_violations;
     ic_sc_limit_fn on_limit;
+    /* The descriptor failed: nothing is answered any more, so the filtered
+     * process would wait for ever; its owner must stop it. May be NULL. */
+    void (*on_fail)(void *ud, const char *why);
     void *ud;
 };
 

@@ -141,8 +141,11 @@ static void on_poll(uv_poll_t *h, int status, int events)
         if (r == -ENOENT || r == -EINTR)
             continue;       /* the caller died or was interrupted */
         if (r < 0) {
-            ic_log_warn("seccomp: reading notifications: %s", strerror(-r));
+            char why[128];
+            snprintf(why, sizeof(why), "reading seccomp notifications failed: %s", strerror(-r));
             uv_poll_stop(h);
+            if (l->o.on_fail)
+                l->o.on_fail(l->o.ud, why);
             return;
         }
         handle(l);

@@ -261,6 +261,13 @@ static void on_limit(void *ud, const struct ic_audit_entry *last)
     ic_vm__violation(c->vm, reason);
 }
 
+static void on_listener_fail(void *ud, const char *why)
+{
+    ic_confine *c = ud;
+    ic_audit_set_stop(c->audit, why);
+    ic_vm__violation(c->vm, why);
+}
+
 static void start_listener(ic_confine *c, int fd)
 {
     if (c->listener) {
@@ -272,6 +279,7 @@ static void start_listener(ic_confine *c, int fd)
         .audit = c->audit,
         .max_violations = c->max_violations,
         .on_limit = on_limit,
+        .on_fail = on_listener_fail,
         .ud = c,
     };
     ic_err err = {0};

@@ -184,7 +184,7 @@ static void run_policy(struct run *r, const char *policy, size_t ring, uint64_t 
     assert_true(fd >= 0);
 
     assert_int_equal(uv_loop_init(&r->loop), 0);
-    struct ic_sc_listener_opts lo = {p, r->audit, max_violations, on_limit, r};
+    struct ic_sc_listener_opts lo = {p, r->audit, max_violations, on_limit, NULL, r};
     assert_int_equal(ic_sc_listener_start(&r->loop, fd, &lo, &r->listener, &err), 0);
     uv_timer_init(&r->loop, &r->reaper);
     r->reaper.data = r;
