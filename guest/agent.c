@@ -44,6 +44,10 @@ int ic_agent_init(ic_agent *a, bool vm, ic_err *err)
     a->scratch = malloc(IC_DATA_CHUNK);
     if (!a->scratch)
         return ic_err_set(err, ENOMEM, "out of memory");
+    /* Without its filter the agent still serves files, but runs nothing. */
+    ic_err ferr = {0};
+    if (ic_guest_filter_build(&a->tools, &ferr) < 0)
+        glog_error("%s; commands will be refused", ferr.msg);
     return 0;
 }
 
@@ -54,6 +58,7 @@ void ic_agent_free(ic_agent *a)
     a->sigfd = -1;
     free(a->scratch);
     a->scratch = NULL;
+    ic_guest_filter_free(&a->tools);
 }
 
 void ic_agent_reap(ic_agent *a, ic_conn *c)

@@ -8,6 +8,7 @@
  *   transport.c  opening the channel: virtio-serial, vsock, Unix socket
  *   agent.c      one connection: handshake, poll() loop, dispatch, output
  *   proc.c       exec: spawning, stdin/stdout/stderr, exit, timeouts
+ *   confine.c    rlimits and the seccomp filter of every process started
  *   files.c      file.put, file.get, file.list
  *   glog.c       log lines "ironclaw-guest: ..." on stderr (the console)
  *
@@ -65,10 +66,29 @@ uint64_t ic_uptime_ms(void);
 
 /* ---- agent.c: process-wide state and one connection -------------------- */
 
+/* ---- confine.c --------------------------------------------------------- */
+
+/* The seccomp filter of the processes the agent starts, as BPF. */
+struct sock_filter;
+struct ic_guest_filter {
+    struct sock_filter *insns;   /* NULL: building it failed; commands are refused */
+    unsigned short len;
+};
+/* Resource limits of those processes (never above the agent's own). */
+#define IC_GUEST_TOOL_NOFILE 65536
+#define IC_GUEST_TOOL_NPROC 4096
+
+int ic_guest_filter_build(struct ic_guest_filter *f, ic_err *err);
+void ic_guest_filter_free(struct ic_guest_filter *f);
+/* In the child between fork and exec: rlimits, no_new_privs, the filter.
+ * 0 or a negative errno. */
+int ic_guest_confine_child(const struct ic_guest_filter *f);
+
 typedef struct ic_agent {
     bool vm;              /* PID 1 in a VM: poweroff really powers off */
     int sigfd;            /* signalfd for SIGCHLD (blocked otherwise) */
     uint8_t *scratch;     /* IC_DATA_CHUNK bytes for reading outputs and files */
+    struct ic_guest_filter tools;   /* confines every process it starts */
 } ic_agent;
 
 /* Blocks SIGCHLD, ignores SIGPIPE, opens the signalfd. */

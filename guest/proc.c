@@ -11,8 +11,8 @@
  * exit back either: once the main process is gone and its pipe is empty
  * for a short grace, the output is ended anyway.
  *
- * Everything between fork and exec is in child_setup(), the one place
- * where confinement of the child (rlimits, seccomp) belongs.
+ * Everything between fork and exec is in child_setup(), which also
+ * confines the child (rlimits, seccomp: confine.c).
  */
 #include "guest.h"
 
@@ -218,6 +218,7 @@ struct child_err {
 
 struct spawn {
     const struct exec_req *rq;
+    const struct ic_guest_filter *filter;
     int fds[3];     /* becomes the child's 0, 1, 2; fds[0] -1 = /dev/null */
     int errpipe;    /* close-on-exec: EOF on it means exec succeeded */
 };
@@ -314,8 +315,11 @@ static void __attribute__((noreturn)) child_setup(const struct spawn *s)
     child_cloexec_rest();
     umask(022);
 
-    /* Confinement of the child (rlimits, seccomp) is installed here, after
-     * the descriptors are in place and before the exec. */
+    /* Confinement of the child (rlimits, seccomp: confine.c), after the
+     * descriptors are in place and before the exec; it fails closed. */
+    int r = ic_guest_confine_child(s->filter);
+    if (r < 0)
+        child_fail(s->errpipe, STAGE_SETUP, -r);
 
     if (chdir(s->rq->cwd) < 0)
         child_fail(s->errpipe, STAGE_CWD, errno);
@@ -374,7 +378,8 @@ static int proc_spawn(ic_conn *c, uint32_t id, const struct exec_req *rq, struct
         ic_conn_error(c, id, -r, "pipe: %s", strerror(-r));
         goto out;
     }
-    struct spawn s = {.rq = rq, .fds = {in[0], out[1], err[1]}, .errpipe = ep[1]};
+    struct spawn s = {.rq = rq, .filter = &c->agent->tools, .fds = {in[0], out[1], err[1]},
+                      .errpipe = ep[1]};
     pid_t pid = fork();
     if (pid < 0) {
         r = -errno;

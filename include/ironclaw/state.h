@@ -47,6 +47,12 @@ int ic_state_add(ic_state *st, const char *kind, const char *role, const char *p
 /* Fills in the pid of the process resource with that role, and saves. */
 int ic_state_set_pid(ic_state *st, const char *role, pid_t pid, ic_err *err);
 int ic_state_set_phase(ic_state *st, const char *phase, ic_err *err);
+/* A number kept in the record under `key` (such as the VMM's uid), saved. */
+int ic_state_set_num(ic_state *st, const char *key, int64_t value, ic_err *err);
+bool ic_state_get_num(const ic_state *st, const char *key, int64_t *out);
+/* The paths of the resources of one kind, in record order (for layers that
+ * remove kinds of their own); returns how many, at most max. */
+size_t ic_state_paths(const ic_state *st, const char *kind, const char **out, size_t max);
 
 const char *ic_state_id(const ic_state *st);
 const char *ic_state_name(const ic_state *st);     /* "" when none */

@@ -58,6 +58,15 @@ struct ic_vm_config {
     const char *netns;         /* network namespace the VMM joins (an nsfs file such as
                                 * /run/netns/NAME); NULL gives it a new, empty one (no
                                 * network). Firecracker's jailer gets it as --netns. */
+    /* Confinement of the VMM (docs/seccomp.md). */
+    const char *seccomp;       /* level or JSON policy file; NULL = "default" */
+    struct ic_audit *audit;    /* blocked and logged system calls go here (borrowed,
+                                * must outlive the VM); NULL: the VM keeps its own */
+    uint64_t max_violations;   /* end the VM after this many blocked calls; 0 = no limit */
+    bool no_jail;              /* weaker: no jail (namespaces, root, uid, cgroups); warned */
+    uint32_t jail_uid_base;    /* the jailed VMM's per-VM uid range; 0 = defaults */
+    uint32_t jail_uid_count;
+    const char *cgroup_parent; /* the VMs' cgroups live in <hierarchy>/<this>; NULL = "ironclaw" */
 };
 
 #define IC_VM_DEFAULT_CPUS 1
@@ -101,6 +110,10 @@ const char *ic_vm_dir(const ic_vm *vm);       /* runtime directory */
 const char *ic_vm_accel(const ic_vm *vm);     /* "kvm" or "tcg" */
 int ic_vm_pid(const ic_vm *vm);               /* VMM pid, 0 when not running */
 bool ic_vm_running(const ic_vm *vm);
+/* The VM's audit trail (audit.h): what its seccomp policy blocked or
+ * logged, and why the VM was stopped for it, if it was. */
+struct ic_audit;
+const struct ic_audit *ic_vm_audit(const ic_vm *vm);
 /* The last `max` bytes of the guest console log, for error messages. */
 int ic_vm_console_tail(const ic_vm *vm, char *out, size_t max);
 

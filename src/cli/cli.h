@@ -26,6 +26,7 @@ enum ic_exit {
     IC_EXIT_GUEST_LOST = 69,     /* VM or channel died while the command ran */
     IC_EXIT_FILE = 70,           /* --put/--get failed */
     IC_EXIT_INTERNAL = 71,       /* anything else */
+    IC_EXIT_SECCOMP = 72,        /* the VMM was stopped by its seccomp policy */
     IC_EXIT_NOT_RUN = 127,       /* CMD could not be started in the guest */
 };
 
@@ -34,6 +35,8 @@ int ic_cmd_ps(int argc, char **argv);
 int ic_cmd_gc(int argc, char **argv);
 int ic_cmd_doctor(int argc, char **argv);
 int ic_cmd_image(int argc, char **argv);
+int ic_cmd_seccomp(int argc, char **argv);
+int ic_cmd_audit(int argc, char **argv);
 
 /* "ironclaw: <message>" on stderr. */
 void ic_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

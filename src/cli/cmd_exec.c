@@ -10,6 +10,7 @@
  */
 #include "cli/cli.h"
 
+#include "ironclaw/audit.h"
 #include "ironclaw/buf.h"
 #include "ironclaw/cleanup.h"
 #include "ironclaw/id.h"
@@ -47,6 +48,7 @@ struct job {
     struct ic_vm_config cfg;
     uint32_t boot_timeout_ms;
     uint32_t timeout_ms;
+    size_t audit_ring;
     bool json;
     bool forward_stdin;
     const char *cwd;
@@ -70,6 +72,7 @@ struct job {
     struct ic_exec_status status;
     uint64_t exec_start_ns, exec_end_ns;
     struct ic_sandbox_timings timings;
+    ic_audit *audit;              /* the VMM's blocked and logged system calls */
     int exit_code;                /* ironclaw's own failure, 0 if none */
     ic_err err;
     bool finishing;
@@ -110,13 +113,21 @@ static void usage(FILE *out)
             "      --image NAME        guest image (default: default)\n"
             "      --boot-timeout SECS how long to wait for the guest agent (default 60)\n"
             "      --json              print a JSON report (output captured into it)\n"
+            "      --seccomp POLICY    the VMM's seccomp policy: strict, default (default),\n"
+            "                          permissive, learn, or a JSON policy file\n"
+            "      --audit-ring N      keep the last N blocked/logged system calls (10000)\n"
+            "      --max-violations N  stop the VM after N blocked system calls (0: never)\n"
+            "      --no-jail           WEAKER: run the VMM without its jail (namespaces,\n"
+            "                          minimal root, unprivileged uid, cgroups)\n"
+            "      --jail-uids FIRST:COUNT  the range the jailed VMM's uid comes from\n"
             "  -h, --help              this help\n"
             "\n"
             "Exit status: CMD's own, or one of ironclaw's (see ironclaw(1)):\n"
             "  64 usage, 65 setup (no image...), 66 the VM could not boot, 67 the guest\n"
             "  agent never answered, 68 --timeout expired, 69 the VM died during CMD,\n"
-            "  70 a --put/--get failed, 71 internal error; 127 when CMD could not be\n"
-            "  started in the guest (not found, not executable, bad --workdir).\n",
+            "  70 a --put/--get failed, 71 internal error, 72 the VMM was stopped by its\n"
+            "  seccomp policy; 127 when CMD could not be started in the guest (not\n"
+            "  found, not executable, bad --workdir).\n",
             IC_VM_DEFAULT_CPUS, IC_VM_DEFAULT_MEM_MIB);
 }
 
@@ -155,7 +166,24 @@ static int parse_xfer(const char *arg, struct xfer *x)
 }
 
 enum { OPT_PUT = 256, OPT_GET, OPT_NAME, OPT_VMM, OPT_IMAGE, OPT_BOOT_TIMEOUT, OPT_JSON,
-       OPT_DRIVE, OPT_DRIVE_COPY, OPT_FC_FILTER, OPT_NO_JAILER };
+       OPT_DRIVE, OPT_DRIVE_COPY, OPT_FC_FILTER, OPT_NO_JAILER,
+       OPT_SECCOMP, OPT_AUDIT_RING, OPT_MAX_VIOLATIONS, OPT_NO_JAIL, OPT_JAIL_UIDS };
+
+static int parse_uid_range(const char *s, uint32_t *base, uint32_t *count)
+{
+    char *end;
+    errno = 0;
+    unsigned long b = strtoul(s, &end, 10);
+    if (errno || end == s || *end != ':' || s[0] == '-' || b == 0 || b > 0xfffffff0ul)
+        return -1;
+    const char *c = end + 1;
+    unsigned long n = strtoul(c, &end, 10);
+    if (errno || end == c || *end || c[0] == '-' || n == 0 || b + n > 0xfffffffeul)
+        return -1;
+    *base = (uint32_t)b;
+    *count = (uint32_t)n;
+    return 0;
+}
 
 static int parse_args(struct job *j, int argc, char **argv)
 {
@@ -177,6 +205,11 @@ static int parse_args(struct job *j, int argc, char **argv)
         {"drive-copy", required_argument, NULL, OPT_DRIVE_COPY},
         {"firecracker-filter", required_argument, NULL, OPT_FC_FILTER},
         {"no-jailer", no_argument, NULL, OPT_NO_JAILER},
+        {"seccomp", required_argument, NULL, OPT_SECCOMP},
+        {"audit-ring", required_argument, NULL, OPT_AUDIT_RING},
+        {"max-violations", required_argument, NULL, OPT_MAX_VIOLATIONS},
+        {"no-jail", no_argument, NULL, OPT_NO_JAIL},
+        {"jail-uids", required_argument, NULL, OPT_JAIL_UIDS},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -273,6 +306,26 @@ static int parse_args(struct job *j, int argc, char **argv)
             break;
         case OPT_NO_JAILER:
             j->cfg.no_jailer = true;
+            break;
+        case OPT_SECCOMP:
+            j->cfg.seccomp = optarg;
+            break;
+        case OPT_AUDIT_RING:
+            if (parse_uint(optarg, IC_AUDIT_RING_MAX, &v) < 0 || v < 1)
+                return ic_cli_error("--audit-ring wants a number from 1 to %d", IC_AUDIT_RING_MAX), -1;
+            j->audit_ring = v;
+            break;
+        case OPT_MAX_VIOLATIONS:
+            if (parse_uint(optarg, 1ul << 40, &v) < 0)
+                return ic_cli_error("--max-violations wants a number (0: no limit)"), -1;
+            j->cfg.max_violations = v;
+            break;
+        case OPT_NO_JAIL:
+            j->cfg.no_jail = true;
+            break;
+        case OPT_JAIL_UIDS:
+            if (parse_uid_range(optarg, &j->cfg.jail_uid_base, &j->cfg.jail_uid_count) < 0)
+                return ic_cli_error("--jail-uids wants FIRST:COUNT, both positive"), -1;
             break;
         case 'h':
             usage(stdout);
@@ -498,6 +551,13 @@ static void next_get(struct job *j)
 
 /* ---- sandbox events and the end -------------------------------------- */
 
+/* The VMM was stopped for its system calls (killed by its policy, or
+ * past --max-violations): that has an exit code of its own. */
+static bool stopped_by_seccomp(const struct job *j)
+{
+    return ic_audit_stop_reason(j->audit)[0] != '\0';
+}
+
 static void on_ready(ic_sandbox *sb, const ic_err *err, void *ud)
 {
     struct job *j = ud;
@@ -506,7 +566,8 @@ static void on_ready(ic_sandbox *sb, const ic_err *err, void *ud)
         ic_err e = *err;
         if (!timeout)
             ic_err_wrap(&e, "the VM could not boot");
-        finish(j, timeout ? IC_EXIT_NO_GUEST : IC_EXIT_BOOT, &e);
+        finish(j, stopped_by_seccomp(j) ? IC_EXIT_SECCOMP : timeout ? IC_EXIT_NO_GUEST : IC_EXIT_BOOT,
+               &e);
         return;
     }
     j->next_xfer = 0;
@@ -519,7 +580,7 @@ static void on_lost(ic_sandbox *sb, const ic_err *err, void *ud)
     j->ex = NULL; /* freed by the sandbox */
     ic_err e = *err;
     ic_err_wrap(&e, "the VM was lost while the command ran");
-    finish(j, IC_EXIT_GUEST_LOST, &e);
+    finish(j, stopped_by_seccomp(j) ? IC_EXIT_SECCOMP : IC_EXIT_GUEST_LOST, &e);
 }
 
 static void on_sink_closed(const ic_err *err, void *ud)
@@ -634,6 +695,7 @@ static void print_report(struct job *j, const char *id, const char *name, const 
         t->destroyed > t->shutdown_begun ? t->destroyed - t->shutdown_begun : 0.0, "total",
         t->destroyed);
     if (r) {
+        json_object_set_new(r, "audit", ic_audit_to_json(j->audit, true));
         json_dumpf(r, stdout, JSON_INDENT(2));
         fputc('\n', stdout);
         json_decref(r);
@@ -673,6 +735,7 @@ static void job_free(struct job *j)
     }
     for (int c = 0; c < 3; c++)
         ic_buf_free(&j->cap[c].buf);
+    ic_audit_free(j->audit);
     free(j);
 }
 
@@ -695,6 +758,11 @@ int ic_cmd_exec(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     ic_err err = {0};
+    if (ic_audit_new(j->audit_ring ? j->audit_ring : IC_AUDIT_RING_DEFAULT, &j->audit, &err) < 0) {
+        job_free(j);
+        return ic_cli_fail(&err, IC_EXIT_INTERNAL);
+    }
+    j->cfg.audit = j->audit;
     if (job_setup(j, &err) < 0) {
         job_free(j);
         return ic_cli_fail(&err, IC_EXIT_INTERNAL);
@@ -723,6 +791,10 @@ int ic_cmd_exec(int argc, char **argv)
         ic_cli_error("%s", j->err.msg);
     if (code == 0)
         code = j->status.signal ? 128 + j->status.signal : j->status.code;
+    uint64_t blocked = ic_audit_violations(j->audit);
+    if (blocked && !j->json && !stopped_by_seccomp(j))
+        ic_log_warn("the VMM's seccomp policy blocked %llu system call%s (see --json for the "
+                    "audit)", (unsigned long long)blocked, blocked == 1 ? "" : "s");
     if (j->json)
         print_report(j, id, name, driver, accel);
     job_free(j);

@@ -22,6 +22,8 @@ static const struct command commands[] = {
     {"gc", ic_cmd_gc, "remove everything left by VMs whose owner died"},
     {"doctor", ic_cmd_doctor, "say what this host offers and which VMM 'auto' picks"},
     {"image", ic_cmd_image, "build or show the guest image"},
+    {"seccomp", ic_cmd_seccomp, "show, check or export a VMM seccomp policy"},
+    {"audit", ic_cmd_audit, "show the system calls a VM's seccomp policy blocked or logged"},
 };
 
 static void usage(FILE *out)

@@ -26,6 +26,9 @@ struct ic_vm_driver {
      * ic_vm__set_priv must be one malloc'd block: vm.c frees it after the
      * close callbacks have run. */
     void (*release)(ic_vm *vm);
+    /* The VMM runs in ironclaw's jail (jail.h); a driver with a jailer of
+     * its own leaves this false. Declare paths with ic_vm__jail_path. */
+    bool jail;
 };
 
 extern const struct ic_vm_driver ic_vm_driver_qemu;
@@ -57,6 +60,22 @@ int ic_vm__spawn_vmm(ic_vm *vm, char *const argv[], const char *log_path, ic_err
 #define IC_VM_SPAWN_SUPERVISE 1u
 int ic_vm__spawn_vmm_flags(ic_vm *vm, char *const argv[], const char *log_path, unsigned flags,
                            ic_err *err);
+
+/* A path the jailed VMM needs, at the same absolute path inside its jail:
+ * IC_JAIL_RO (read-only data), IC_JAIL_RW (a file it writes, created if
+ * missing, or a socket it connects to; handed to its uid), IC_JAIL_DEV (a
+ * device node), IC_JAIL_EXE (an ELF file it loads: its libraries come
+ * along). The VMM binary and the image's kernel and initrd are added by
+ * vm.c. Call before ic_vm__spawn_vmm. */
+int ic_vm__jail_path(ic_vm *vm, int kind, const char *path, ic_err *err);
+
+/* Keeps the VM from being freed while something outside its handles
+ * (a thread-pool job, a listener) still refers to it. */
+void ic_vm__hold(ic_vm *vm);
+void ic_vm__unhold(ic_vm *vm);
+/* The VMM broke its seccomp policy too often: kill it; `reason` becomes
+ * the error of its exit. */
+void ic_vm__violation(ic_vm *vm, const char *reason);
 
 /* Hands over the connected channel, a malloc'd handle: the VM owns it
  * until ic_vm_take_channel(), whose caller must close and free it. */

@@ -21,9 +21,23 @@
  * would hold. The supervisor is a child subreaper, so the VMM becomes its
  * child when the jailer exits; it exits with the status of the last child
  * to end, and when ironclaw dies (or it gets SIGTERM) it kills every child
- * first. ironclaw thus still sees one child whose life is the VMM's.
+ * first. ironclaw thus still sees one child whose life is the VMM's. The
+ * seccomp filter then goes on in the supervised child, not the supervisor.
+ *
+ * The steps, in order: death signal, descriptors (the control socket moves
+ * to IC_SC_HANDOFF_FD, the BPF program is read), cgroup, network
+ * namespace, the jail (namespaces, fork, mounts, root, pivot_root,
+ * hostname: jail_enter.c), rlimits, uid, no_new_privs, seccomp, exec.
+ * The seccomp filter goes last, just before execve, so that it confines
+ * the VMM and nothing of ours; it is installed with a notification
+ * listener, which is handed to the owner over the control socket
+ * (SCM_RIGHTS). IRONCLAW_TEST_FAIL_JAIL_STEP=<step> makes that step fail
+ * (tests only: it can only stop a VMM from starting).
  */
 #include "vm/launch.h"
+#include "vm/jail.h"
+
+#include "ironclaw/seccomp.h"
 
 #include <errno.h>
 #include <dirent.h>
@@ -34,10 +48,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#define MAX_RLIMITS 8
 
 struct launch_opts {
     pid_t parent;
@@ -45,6 +66,14 @@ struct launch_opts {
     const char *netns;      /* a network namespace to join (a bind-mounted nsfs file) */
     bool new_netns;         /* or a new, empty one */
     bool supervise;         /* stay as the VMM's supervisor (see the top) */
+    int control_fd;         /* socket to the owner: VMM pid, seccomp listener */
+    int seccomp_fd;         /* memfd holding the BPF program */
+    struct sock_filter *bpf;
+    size_t bpf_len;
+    struct { int resource; struct rlimit lim; } rlimits[MAX_RLIMITS];
+    size_t n_rlimits;
+    struct ic_jail_opts jail;
+    int alive_fd;           /* jail: the waiter's liveness pipe */
     char **vmm_argv;
 };
 
@@ -77,10 +106,44 @@ static int parse_fd(const char *s)
     return end && *end == '\0' && v >= 3 && v < 1024 ? (int)v : -1;
 }
 
+/* --rlimit NAME=SOFT:HARD */
+static bool parse_rlimit(struct launch_opts *o, const char *v)
+{
+    static const struct {
+        const char *name;
+        int resource;
+    } names[] = {{"nofile", RLIMIT_NOFILE}, {"nproc", RLIMIT_NPROC}, {"core", RLIMIT_CORE},
+                 {"fsize", RLIMIT_FSIZE}, {"memlock", RLIMIT_MEMLOCK}};
+    const char *eq = strchr(v, '=');
+    if (!eq || o->n_rlimits >= MAX_RLIMITS)
+        return false;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strncmp(v, names[i].name, (size_t)(eq - v)) != 0 || names[i].name[eq - v])
+            continue;
+        char *end = NULL;
+        errno = 0;
+        unsigned long long soft = strtoull(eq + 1, &end, 10);
+        if (errno || !end || *end != ':')
+            return false;
+        unsigned long long hard = strtoull(end + 1, &end, 10);
+        if (errno || !end || *end || soft > hard)
+            return false;
+        o->rlimits[o->n_rlimits].resource = names[i].resource;
+        o->rlimits[o->n_rlimits].lim = (struct rlimit){soft, hard};
+        o->n_rlimits++;
+        return true;
+    }
+    return false;
+}
+
 static void parse(int argc, char **argv, struct launch_opts *o)
 {
     memset(o, 0, sizeof(*o));
     o->status_fd = -1;
+    o->control_fd = -1;
+    o->seccomp_fd = -1;
+    o->alive_fd = -1;
+    o->jail.control_fd = -1;
     /* --status-fd comes first on the command line vm.c builds, so that
      * even a bad later option is reported through it. */
     int i = 2;
@@ -102,8 +165,23 @@ static void parse(int argc, char **argv, struct launch_opts *o)
             o->new_netns = true;
         } else if (strcmp(a, "--supervise") == 0) {
             o->supervise = true;
+        } else if ((strcmp(a, "--control-fd") == 0 || strcmp(a, "--seccomp-fd") == 0) && v) {
+            int fd = parse_fd(v);
+            if (fd < 0)
+                die(o, "options", EINVAL, "bad %s '%s'", a, v);
+            *(a[2] == 'c' ? &o->control_fd : &o->seccomp_fd) = fd;
+            i++;
+        } else if (strcmp(a, "--rlimit") == 0 && v) {
+            if (!parse_rlimit(o, v))
+                die(o, "options", EINVAL, "bad --rlimit '%s'", v);
+            i++;
         } else {
-            die(o, "options", EINVAL, "unknown launch option '%s'", a);
+            int used = ic_jail_parse_opt(&o->jail, a, v);
+            if (used < 0)
+                die(o, "options", EINVAL, "bad value for %s: '%s'", a, v);
+            if (used == 0)
+                die(o, "options", EINVAL, "unknown launch option '%s'", a);
+            i += used - 1;
         }
     }
     if (i + 1 >= argc || o->parent <= 1)
@@ -114,6 +192,14 @@ static void parse(int argc, char **argv, struct launch_opts *o)
 }
 
 /* ---- the steps, in the order they run ------------------------------------ */
+
+/* Test-only fault injection: IRONCLAW_TEST_FAIL_JAIL_STEP=<step>. */
+static void check_step(const char *step, void *ud)
+{
+    const char *want = getenv("IRONCLAW_TEST_FAIL_JAIL_STEP");
+    if (want && strcmp(want, step) == 0)
+        die(ud, step, 0, "injected failure (IRONCLAW_TEST_FAIL_JAIL_STEP, for tests only)");
+}
 
 static void supervisor_signals(sigset_t *set);
 
@@ -147,6 +233,119 @@ static void enter_network(const struct launch_opts *o)
     }
 }
 
+/* The control socket moves above the VMM's RLIMIT_NOFILE, where the
+ * seccomp filter lets sendmsg through (IC_SC_HANDOFF_FD); the BPF program
+ * is read into memory. */
+static void prepare_descriptors(struct launch_opts *o)
+{
+    check_step("descriptors", o);
+    if (o->control_fd >= 0) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+            die(o, "descriptors", errno, "getrlimit");
+        if (rl.rlim_cur <= IC_SC_HANDOFF_FD) {
+            rl.rlim_cur = IC_SC_HANDOFF_FD + 1;
+            if (rl.rlim_max < rl.rlim_cur)
+                rl.rlim_max = rl.rlim_cur;
+            if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                die(o, "descriptors", errno, "cannot raise RLIMIT_NOFILE for the hand-off");
+        }
+        if (dup3(o->control_fd, IC_SC_HANDOFF_FD, O_CLOEXEC) < 0)
+            die(o, "descriptors", errno, "cannot move the control socket");
+        close(o->control_fd);
+        o->control_fd = IC_SC_HANDOFF_FD;
+        o->jail.control_fd = IC_SC_HANDOFF_FD;
+    }
+    if (o->seccomp_fd >= 0) {
+        struct stat st;
+        if (fstat(o->seccomp_fd, &st) < 0 || st.st_size <= 0 ||
+            st.st_size % (off_t)sizeof(struct sock_filter) ||
+            st.st_size > (off_t)(BPF_MAXINSNS * sizeof(struct sock_filter)))
+            die(o, "descriptors", EINVAL, "the seccomp program is missing or malformed");
+        o->bpf = malloc((size_t)st.st_size);
+        if (!o->bpf || pread(o->seccomp_fd, o->bpf, (size_t)st.st_size, 0) != st.st_size)
+            die(o, "descriptors", errno ? errno : EIO, "cannot read the seccomp program");
+        o->bpf_len = (size_t)st.st_size / sizeof(struct sock_filter);
+        close(o->seccomp_fd);
+        o->seccomp_fd = -1;
+    }
+}
+
+static void join_cgroups(struct launch_opts *o)
+{
+    check_step("cgroup", o);
+    struct ic_jail_fail f = {0};
+    if (ic_jail_join_cgroups(&o->jail, &f) < 0)
+        die(o, f.step, f.code, "%s", f.msg);
+}
+
+static void enter_jail(struct launch_opts *o)
+{
+    struct ic_jail_fail f = {0};
+    if (ic_jail_enter(&o->jail, o->vmm_argv[0], check_step, o, &o->alive_fd, &f) < 0)
+        die(o, f.step, f.code, "%s", f.msg);
+}
+
+static void set_rlimits(struct launch_opts *o)
+{
+    check_step("rlimits", o);
+    for (size_t i = 0; i < o->n_rlimits; i++)
+        if (setrlimit(o->rlimits[i].resource, &o->rlimits[i].lim) < 0)
+            die(o, "rlimits", errno, "setrlimit %d", o->rlimits[i].resource);
+}
+
+static void drop_privileges(struct launch_opts *o)
+{
+    check_step("uid", o);
+    struct ic_jail_fail f = {0};
+    if (ic_jail_drop_privileges(&o->jail, o->alive_fd, &f) < 0)
+        die(o, f.step, f.code, "%s", f.msg);
+    o->alive_fd = -1;
+}
+
+static void no_new_privs(struct launch_opts *o)
+{
+    check_step("no_new_privs", o);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        die(o, "no_new_privs", errno, "PR_SET_NO_NEW_PRIVS");
+}
+
+static void hand_over(struct launch_opts *o, int notify_fd)
+{
+    char tag[8] = {'N'};
+    struct iovec iov = {.iov_base = tag, .iov_len = sizeof(tag)};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    memset(&ctl, 0, sizeof(ctl));
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                         .msg_controllen = sizeof(ctl.buf)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &notify_fd, sizeof(int));
+    if (sendmsg(o->control_fd, &msg, MSG_NOSIGNAL) < 0)
+        die(o, "seccomp", errno, "cannot hand the notification descriptor to the owner");
+}
+
+/* Last before exec. After this only sendmsg (to the owner, always allowed
+ * on IC_SC_HANDOFF_FD) and execve run in this process. */
+static void install_seccomp(struct launch_opts *o)
+{
+    check_step("seccomp", o);
+    if (!o->bpf)
+        return;
+    struct sock_fprog prog = {.len = (unsigned short)o->bpf_len, .filter = o->bpf};
+    unsigned flags = o->control_fd >= 0 ? SECCOMP_FILTER_FLAG_NEW_LISTENER : 0;
+    long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+    if (fd < 0)
+        die(o, "seccomp", errno, "cannot install the seccomp filter");
+    if (flags)
+        hand_over(o, (int)fd);   /* close-on-exec: gone from the VMM at execve */
+}
+
 static void close_from(int from)
 {
 #ifdef SYS_close_range
@@ -158,19 +357,41 @@ static void close_from(int from)
         close((int)fd);
 }
 
-/* The VMM keeps stdio only; the status descriptor closes at exec. */
+/* The VMM keeps stdio only; the status descriptor and the control socket
+ * close at exec. */
 static void close_inherited_fds(const struct launch_opts *o)
 {
-    int keep = o->status_fd;
-    if (keep < 0) {
-        close_from(3);
-        return;
+    int keep[2] = {o->status_fd, o->control_fd};
+    if (keep[0] > keep[1]) {
+        int t = keep[0];
+        keep[0] = keep[1];
+        keep[1] = t;
     }
-    if (fcntl(keep, F_SETFD, FD_CLOEXEC) < 0)
-        die(o, "descriptors", errno, "cannot mark the status descriptor close-on-exec");
-    for (int fd = 3; fd < keep; fd++)
-        close(fd);
-    close_from(keep + 1);
+    int from = 3;
+    for (int k = 0; k < 2; k++) {
+        if (keep[k] < 0)
+            continue;
+        if (fcntl(keep[k], F_SETFD, FD_CLOEXEC) < 0)
+            die(o, "descriptors", errno, "cannot mark descriptor %d close-on-exec", keep[k]);
+        for (int fd = from; fd < keep[k]; fd++)
+            close(fd);
+        from = keep[k] + 1;
+    }
+    close_from(from);
+}
+
+/* The last steps, in the process that becomes the VMM: the filter goes on
+ * just before execve so that it confines the VMM and nothing of ours. */
+static void exec_vmm(struct launch_opts *o) __attribute__((noreturn));
+static void exec_vmm(struct launch_opts *o)
+{
+    no_new_privs(o);
+    install_seccomp(o);
+    /* A jailed VMM gets a clean environment: nothing of ours leaks. */
+    static char *const clean_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+    unsetenv("IRONCLAW_TEST_FAIL_JAIL_STEP");
+    execve(o->vmm_argv[0], o->vmm_argv, o->jail.root ? clean_env : environ);
+    die(o, "exec", errno, "%s", o->vmm_argv[0]);
 }
 
 /* SIGKILLs every child of ours (found in /proc: after a reparent we do
@@ -220,7 +441,7 @@ static void supervisor_signals(sigset_t *set)
 /* Runs with supervisor_signals() blocked (old: the mask before). The
  * child execs; the supervisor closes its copy of the status descriptor so
  * that EOF still means "exec'd", then waits. */
-static void supervise(const struct launch_opts *o, const sigset_t *old)
+static void supervise(struct launch_opts *o, const sigset_t *old)
 {
     sigset_t set;
     supervisor_signals(&set);
@@ -232,8 +453,7 @@ static void supervise(const struct launch_opts *o, const sigset_t *old)
     if (child == 0) {
         sigprocmask(SIG_SETMASK, old, NULL);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execv(o->vmm_argv[0], o->vmm_argv);
-        die(o, "exec", errno, "%s", o->vmm_argv[0]);
+        exec_vmm(o);
     }
     if (o->status_fd >= 0)
         close(o->status_fd);
@@ -285,10 +505,14 @@ int ic_vm_launch_main(int argc, char **argv)
     sigset_t old;
     parse(argc, argv, &o);
     die_with_parent(&o, &old);
+    prepare_descriptors(&o);
+    join_cgroups(&o);
     enter_network(&o);
+    enter_jail(&o);
+    set_rlimits(&o);
+    drop_privileges(&o);
     close_inherited_fds(&o);
     if (o.supervise)
         supervise(&o, &old);
-    execv(o.vmm_argv[0], o.vmm_argv);
-    die(&o, "exec", errno, "%s", o.vmm_argv[0]);
+    exec_vmm(&o);
 }

@@ -10,18 +10,21 @@
  * has hardware virtualisation (see host.h), TCG otherwise.
  */
 #include "vm/driver.h"
+#include "vm/jail.h"
 
 #include "ironclaw/cleanup.h"
 #include "ironclaw/log.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define QEMU_ARGV_MAX 48
+#define QEMU_ARGV_MAX 52
+#define IC_QEMU_TB_MIB "128"
 
 struct qemu {
     uv_pipe_t listener;
@@ -149,13 +152,18 @@ static int build_argv(ic_vm *vm, const char *qemu_bin, const char *console, stru
     arg(b, "-M");
     arg(b, "microvm,x-option-roms=off,isa-serial=on,rtc=off");
     arg(b, "-accel");
-    arg(b, kvm ? "kvm" : "tcg");
+    /* A bounded TCG translation buffer (the default reserves 1 GiB) keeps
+     * the VMM's memory beyond guest RAM within its cgroup's overhead. */
+    arg(b, kvm ? "kvm" : "tcg,tb-size=" IC_QEMU_TB_MIB);
     arg(b, "-cpu");
     arg(b, kvm ? "host" : "max");
     arg(b, "-smp");
     argf(b, "%s", smp);
     arg(b, "-m");
     argf(b, "%s", mem);
+    /* QEMU's own filter on top of ironclaw's, every option denied. */
+    arg(b, "-sandbox");
+    arg(b, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
     arg(b, "-nodefaults");
     arg(b, "-no-user-config");
     arg(b, "-nographic");
@@ -185,6 +193,31 @@ static int build_argv(ic_vm *vm, const char *qemu_bin, const char *console, stru
     return 0;
 }
 
+/* What QEMU opens besides its binary, kernel and initrd, for its jail:
+ * firmware and the TCG accelerator module (both found relative to the
+ * binary), the console file, the channel socket, /dev/kvm. */
+static int jail_paths(ic_vm *vm, const char *qemu_bin, const char *console, ic_err *err)
+{
+    char path[IC_PATH_MAX], real[PATH_MAX];
+    const char *slash = strrchr(qemu_bin, '/');
+    int len = slash ? (int)(slash - qemu_bin) : 0;
+    struct qemu *q = ic_vm__priv(vm);
+    int r = 0;
+    snprintf(path, sizeof(path), "%.*s/../share/qemu", len, qemu_bin);
+    if (realpath(path, real))
+        r = ic_vm__jail_path(vm, IC_JAIL_RO, real, err);
+    snprintf(path, sizeof(path), "%.*s/../lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so", len, qemu_bin);
+    if (r == 0 && !ic_vm__use_kvm(vm) && realpath(path, real))
+        r = ic_vm__jail_path(vm, IC_JAIL_EXE, real, err);
+    if (r == 0 && ic_vm__use_kvm(vm))
+        r = ic_vm__jail_path(vm, IC_JAIL_DEV, "/dev/kvm", err);
+    if (r == 0)
+        r = ic_vm__jail_path(vm, IC_JAIL_RW, console, err);
+    if (r == 0)
+        r = ic_vm__jail_path(vm, IC_JAIL_RW, q->sock_path, err);
+    return r;
+}
+
 static int qemu_start(ic_vm *vm, ic_err *err)
 {
     const struct ic_host *host = ic_vm__host(vm);
@@ -204,6 +237,9 @@ static int qemu_start(ic_vm *vm, ic_err *err)
         (r = ic_vm__path(vm, "vmm.log", log, err)) < 0)
         return r;
     r = listen_channel(vm, q, err);
+    if (r < 0)
+        return r;
+    r = jail_paths(vm, host->qemu, console, err);
     if (r < 0)
         return r;
 
@@ -244,4 +280,5 @@ const struct ic_vm_driver ic_vm_driver_qemu = {
     .start = qemu_start,
     .stop = NULL, /* the guest powers itself off; vm.c kills after the grace */
     .release = qemu_release,
+    .jail = true,
 };

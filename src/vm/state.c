@@ -202,6 +202,33 @@ int ic_state_set_phase(ic_state *st, const char *phase, ic_err *err)
     return state_save(st, err);
 }
 
+int ic_state_set_num(ic_state *st, const char *key, int64_t value, ic_err *err)
+{
+    json_object_set_new(st->root, key, json_integer((json_int_t)value));
+    return state_save(st, err);
+}
+
+bool ic_state_get_num(const ic_state *st, const char *key, int64_t *out)
+{
+    json_t *v = json_object_get(st->root, key);
+    if (!json_is_integer(v))
+        return false;
+    *out = (int64_t)json_integer_value(v);
+    return true;
+}
+
+size_t ic_state_paths(const ic_state *st, const char *kind, const char **out, size_t max)
+{
+    size_t i, n = 0;
+    json_t *res;
+    json_array_foreach(json_object_get(st->root, "resources"), i, res) {
+        const char *path = json_string_value(json_object_get(res, "path"));
+        if (n < max && path && strcmp(json_string_value(json_object_get(res, "kind")) ?: "", kind) == 0)
+            out[n++] = path;
+    }
+    return n;
+}
+
 static const char *get_str(const ic_state *st, const char *key)
 {
     return json_string_value(json_object_get(st->root, key)) ?: "";

@@ -4,9 +4,12 @@
  * teardown that leaves nothing behind. Drivers (qemu.c, ...) supply only
  * what differs: how to start the VMM and connect the channel.
  */
+#include "vm/confine.h"
 #include "vm/driver.h"
+#include "vm/jail.h"
 #include "vm/launch.h"
 
+#include "ironclaw/audit.h"
 #include "ironclaw/cleanup.h"
 #include "ironclaw/host.h"
 #include "ironclaw/id.h"
@@ -56,6 +59,8 @@ struct ic_vm {
     bool grace_init;
     uint32_t grace_ms;
     uv_stream_t *channel;
+    ic_confine *confine;   /* seccomp, audit, jail (confine.c) */
+    char violation[256];   /* why the VMM was killed for its system calls */
 
     bool failed;
     bool stop_requested;
@@ -83,6 +88,30 @@ int ic_vm__path(ic_vm *vm, const char *name, char *out, ic_err *err)
     return ic_path_join(out, IC_PATH_MAX, err, "%s/%s", ic_state_dir(vm->state), name);
 }
 
+int ic_vm__jail_path(ic_vm *vm, int kind, const char *path, ic_err *err)
+{
+    return ic_confine_add_path(vm->confine, kind, path, err);
+}
+
+static void maybe_finish(ic_vm *vm);
+
+void ic_vm__hold(ic_vm *vm) { vm->open_handles++; }
+
+void ic_vm__unhold(ic_vm *vm)
+{
+    vm->open_handles--;
+    maybe_finish(vm);
+}
+
+void ic_vm__violation(ic_vm *vm, const char *reason)
+{
+    if (!vm->violation[0])
+        snprintf(vm->violation, sizeof(vm->violation), "%s", reason);
+    ic_log_info("vm %s: %s; stopping the VM", vm->id, reason);
+    if (vm->proc_running)
+        uv_process_kill(&vm->proc, SIGKILL);
+}
+
 static void emit(ic_vm *vm, enum ic_vm_event ev, const ic_err *err)
 {
     if (vm->cb)
@@ -104,8 +133,6 @@ void ic_vm__channel_up(ic_vm *vm, uv_stream_t *channel)
     ic_state_set_phase(vm->state, "running", NULL);
     emit(vm, IC_VM_EV_CHANNEL, NULL);
 }
-
-static void maybe_finish(ic_vm *vm);
 
 static void on_handle_closed(uv_handle_t *h)
 {
@@ -135,6 +162,12 @@ void ic_vm__close(ic_vm *vm, uv_handle_t *h)
 
 static void describe_exit(ic_vm *vm, int64_t status, int sig, ic_err *err)
 {
+    const char *stop = ic_audit_stop_reason(ic_confine_audit(vm->confine));
+    if (vm->violation[0] || stop[0]) {
+        ic_err_set(err, EPERM, "the %s process was stopped: %s", vm->driver->name,
+                   vm->violation[0] ? vm->violation : stop);
+        return;
+    }
     if (vm->launch_len > 0) {
         ic_err_set(err, ECHILD, "the %s process could not be launched: %.*s", vm->driver->name,
                    (int)vm->launch_len, vm->launch_msg);
@@ -254,7 +287,21 @@ int ic_vm__spawn_vmm_flags(ic_vm *vm, char *const argv[], const char *log_path, 
     size_t n = 0;
     while (argv[n])
         n++;
-    _cleanup_free_ char **full = calloc(n + 12, sizeof(char *));
+    /* The seccomp program, the control socket and, for a jailed VMM, its
+     * uid, root and cgroups are made (and recorded) here. */
+    if ((vm->driver->jail && !vm->cfg.no_jail &&
+         ((r = ic_confine_add_path(vm->confine, IC_JAIL_RO, vm->image.kernel, err)) < 0 ||
+          (r = ic_confine_add_path(vm->confine, IC_JAIL_RO, vm->image.initrd, err)) < 0)))
+        return r;
+    struct ic_confine_spawn cs = {vm->state, vm->cfg.mem_mib, vm->cfg.cpus, vm->driver->jail};
+    r = ic_confine_prepare(vm->confine, &cs, err);
+    if (r < 0)
+        return ic_err_wrap(err, "confining the %s process", vm->driver->name);
+    char *extra[96];
+    size_t n_extra = ic_confine_args(vm->confine, extra, sizeof(extra) / sizeof(extra[0]));
+    int conf_fds[2];
+    ic_confine_child_fds(vm->confine, conf_fds);
+    _cleanup_free_ char **full = calloc(n + n_extra + 12, sizeof(char *));
     if (!full)
         return ic_err_set(err, ENOMEM, "out of memory");
     size_t k = 0;
@@ -273,6 +320,8 @@ int ic_vm__spawn_vmm_flags(ic_vm *vm, char *const argv[], const char *log_path, 
     }
     if (flags & IC_VM_SPAWN_SUPERVISE)
         full[k++] = (char *)"--supervise";
+    memcpy(full + k, extra, n_extra * sizeof(char *));
+    k += n_extra;
     full[k++] = (char *)"--";
     memcpy(full + k, argv, n * sizeof(char *));
 
@@ -286,18 +335,20 @@ int ic_vm__spawn_vmm_flags(ic_vm *vm, char *const argv[], const char *log_path, 
     uv_pipe_init(vm->loop, &vm->status_pipe, 0);
     vm->status_pipe.data = vm;
     vm->status_open = true;
-    uv_stdio_container_t stdio[4] = {
+    uv_stdio_container_t stdio[6] = {
         {.flags = UV_IGNORE},
         {.flags = UV_INHERIT_FD, .data.fd = log_fd},
         {.flags = UV_INHERIT_FD, .data.fd = log_fd},
         {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&vm->status_pipe},
+        {.flags = UV_INHERIT_FD, .data.fd = conf_fds[0]},   /* launch control socket */
+        {.flags = UV_INHERIT_FD, .data.fd = conf_fds[1]},   /* seccomp BPF memfd */
     };
     uv_process_options_t opts = {
         .exit_cb = on_vmm_exit,
         .file = exe,
         .args = full,
         .flags = UV_PROCESS_DETACHED, /* own session: the terminal's ^C is ours to forward */
-        .stdio_count = 4,
+        .stdio_count = 6,
         .stdio = stdio,
     };
     vm->proc.data = vm;
@@ -313,6 +364,9 @@ int ic_vm__spawn_vmm_flags(ic_vm *vm, char *const argv[], const char *log_path, 
     r = uv_read_start((uv_stream_t *)&vm->status_pipe, on_status_alloc, on_status_read);
     if (r < 0)
         close_status_pipe(vm);
+    ic_err cerr = {0};
+    if (ic_confine_spawned(vm->confine, vm, &cerr) < 0)
+        ic_vm__violation(vm, cerr.msg);
     ic_log_debug("vm %s: %s started as pid %d", vm->id, argv[0], vm->proc.pid);
     return ic_state_set_pid(vm->state, "vmm", vm->proc.pid, err);
 }
@@ -367,6 +421,27 @@ static int validate_config(const struct ic_vm_config *cfg, ic_err *err)
     return 0;
 }
 
+static int create_rest(ic_vm *vm, const struct ic_vm_config *cfg, ic_err *err)
+{
+    int r = pick_driver(vm, cfg->vmm ? cfg->vmm : "auto", err);
+    if (r < 0)
+        return r;
+    r = ic_image_locate(vm->image_name, &vm->image, err);
+    if (r < 0)
+        return r;
+    r = ic_id_new(vm->id, err);
+    if (r < 0)
+        return r;
+    char runtime[IC_PATH_MAX];
+    r = ic_paths_runtime_dir(runtime, sizeof(runtime), err);
+    if (r < 0)
+        return r;
+    r = ic_state_create(runtime, vm->id, vm->name, vm->driver->name, &vm->state, err);
+    if (r < 0)
+        return ic_err_wrap(err, "creating the VM's state record");
+    return 0;
+}
+
 int ic_vm_create(uv_loop_t *loop, const struct ic_vm_config *cfg, ic_vm_event_fn cb, void *ud,
                  ic_vm **out, ic_err *err)
 {
@@ -391,23 +466,17 @@ int ic_vm_create(uv_loop_t *loop, const struct ic_vm_config *cfg, ic_vm_event_fn
         vm->cfg.channel_timeout_ms = CHANNEL_TIMEOUT_DEFAULT_MS;
     vm->cb = cb;
     vm->ud = ud;
+    vm->cfg.seccomp = NULL;       /* loaded now, not needed later */
+    vm->cfg.cgroup_parent = NULL; /* copied by the confinement */
 
-    r = pick_driver(vm, cfg->vmm ? cfg->vmm : "auto", err);
+    r = ic_confine_new(cfg, &vm->confine, err);
     if (r < 0)
         return r;
-    r = ic_image_locate(vm->image_name, &vm->image, err);
-    if (r < 0)
+    r = create_rest(vm, cfg, err);
+    if (r < 0) {
+        ic_confine_free(vm->confine);
         return r;
-    r = ic_id_new(vm->id, err);
-    if (r < 0)
-        return r;
-    char runtime[IC_PATH_MAX];
-    r = ic_paths_runtime_dir(runtime, sizeof(runtime), err);
-    if (r < 0)
-        return r;
-    r = ic_state_create(runtime, vm->id, vm->name, vm->driver->name, &vm->state, err);
-    if (r < 0)
-        return ic_err_wrap(err, "creating the VM's state record");
+    }
     *out = TAKE_PTR(vm);
     return 0;
 }
@@ -464,6 +533,12 @@ void ic_vm_stop(ic_vm *vm, uint32_t grace_ms)
  * first: nothing may still use a resource when it is removed. */
 int ic_vm_reap_record(ic_state *st, ic_err *err)
 {
+    /* The cgroups first: killing what is in them takes the jailed VMM
+     * down; a cgroup that cannot be removed keeps the record for the next
+     * `ironclaw gc`. */
+    int r = ic_jail_reap(st, err);
+    if (r < 0)
+        return r;
     return ic_state_reap(st, err);
 }
 
@@ -480,6 +555,7 @@ static void after_reap(uv_work_t *w, int status)
     void *done_ud = vm->done_ud;
     ic_err err = vm->reap_err;
     ic_state_free(vm->state);
+    ic_confine_free(vm->confine);
     free(vm->priv);
     free(vm);
     if (done)
@@ -514,6 +590,7 @@ void ic_vm_destroy(ic_vm *vm, ic_vm_done_fn done, void *ud)
         kill_vmm(vm);
     if (vm->driver->release)
         vm->driver->release(vm);
+    ic_confine_release(vm->confine);
     if (vm->channel) {
         /* Heap-allocated by the driver and never handed on: free it here. */
         vm->channel->data = vm;
@@ -536,6 +613,7 @@ const char *ic_vm_dir(const ic_vm *vm) { return ic_state_dir(vm->state); }
 const char *ic_vm_accel(const ic_vm *vm) { return vm->use_kvm ? "kvm" : "tcg"; }
 int ic_vm_pid(const ic_vm *vm) { return vm->proc_running ? vm->proc.pid : 0; }
 bool ic_vm_running(const ic_vm *vm) { return vm->proc_running; }
+const struct ic_audit *ic_vm_audit(const ic_vm *vm) { return ic_confine_audit(vm->confine); }
 
 int ic_vm_console_tail(const ic_vm *vm, char *out, size_t max)
 {
