@@ -9,6 +9,8 @@
  *               no VMM has any business making kill it
  *   permissive  like default, but unknown calls are allowed and recorded
  *   learn       allow and record everything (measuring only)
+ *   firecracker default plus what Firecracker's jailer does before it
+ *               execs Firecracker (the driver's default level)
  */
 #include "seccomp/internal.h"
 
@@ -81,6 +83,31 @@ static const char *const forbidden[] = {
     NULL,
 };
 
+/* What Firecracker's jailer does between our exec of it and its exec of
+ * Firecracker (docs/jailer.md upstream: build the chroot, device nodes,
+ * cgroups, join the netns, new mount and pid namespaces, pivot_root, drop
+ * to the jail uid), and what Firecracker itself needs beyond the margin.
+ * Not measured here: Firecracker cannot run on this project's machines
+ * (docs/seccomp.md). Firecracker then confines each of its threads with
+ * its own, much narrower filters, which stack with this one. */
+static const char *const jailer_extra[] = {
+    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "mknod", "mknodat",
+    "mkdir", "mkdirat", "rmdir", "chdir", "chown", "fchown", "fchownat", "lchown", "chmod",
+    "fchmod", "fchmodat", "umask", "link", "linkat", "symlink", "symlinkat", "rename",
+    "renameat", "renameat2", "unlinkat", "open", "creat", "truncate", "copy_file_range",
+    "sendfile", "setsid", "getsid", "setpgid", "getpgid", "setrlimit", "setuid", "setgid",
+    "setresuid", "setresgid", "setgroups", "fork", "vfork", "wait4", "tkill", "msync",
+    "sched_setaffinity", NULL,
+};
+
+static bool listed(const char *const *names, const char *name)
+{
+    for (; names && *names; names++)
+        if (strcmp(*names, name) == 0)
+            return true;
+    return false;
+}
+
 static bool has_strict_args(const char *name)
 {
     for (size_t i = 0; i < sizeof(strict_args) / sizeof(strict_args[0]); i++)
@@ -109,9 +136,13 @@ static int add_strict(ic_seccomp_policy *p)
     return 0;
 }
 
-static int add_list(ic_seccomp_policy *p, const char *const *names, struct ic_sc_action act)
+/* Adds every name not in `except` (NULL: none). */
+static int add_list(ic_seccomp_policy *p, const char *const *names, struct ic_sc_action act,
+                    const char *const *except)
 {
     for (; *names; names++) {
+        if (listed(except, *names))
+            continue;
         int nr = ic_seccomp_syscall_nr(*names);
         if (nr < 0)
             continue;   /* not on this architecture */
@@ -122,22 +153,27 @@ static int add_list(ic_seccomp_policy *p, const char *const *names, struct ic_sc
     return 0;
 }
 
-const char *const ic_seccomp_levels[] = {"strict", "default", "permissive", "learn", NULL};
+const char *const ic_seccomp_levels[] = {"strict", "default", "permissive", "learn", "firecracker",
+                                         NULL};
 
 static const struct {
     const char *name;
     const char *description;
     struct ic_sc_action def;
     bool margin, forbidden;
+    const char *const *extra;   /* allowed too, and so not forbidden */
 } levels[] = {
     {"strict", "only the system calls QEMU was measured to make; anything else kills it",
-     {IC_SC_KILL, 0}, false, false},
+     {IC_SC_KILL, 0}, false, false, NULL},
     {"default", "measured calls plus a margin; others fail with EPERM and are recorded; "
-     "dangerous ones kill", {IC_SC_ERRNO, EPERM}, true, true},
+     "dangerous ones kill", {IC_SC_ERRNO, EPERM}, true, true, NULL},
     {"permissive", "measured calls plus a margin; others are allowed and recorded; "
-     "dangerous ones kill", {IC_SC_LOG, 0}, true, true},
+     "dangerous ones kill", {IC_SC_LOG, 0}, true, true, NULL},
     {"learn", "allows and records every system call (for measuring a VMM)",
-     {IC_SC_LOG, 0}, false, false},
+     {IC_SC_LOG, 0}, false, false, NULL},
+    {"firecracker", "default plus what Firecracker's jailer needs to build its chroot and "
+     "drop privileges (the firecracker driver's default)", {IC_SC_ERRNO, EPERM}, true, true,
+     jailer_extra},
 };
 
 int sc_level_build(const char *name, ic_seccomp_policy **out, ic_err *err)
@@ -154,11 +190,13 @@ int sc_level_build(const char *name, ic_seccomp_policy **out, ic_err *err)
         if (strcmp(name, "strict") == 0)
             r = add_strict(p);
         else if (strcmp(name, "learn") != 0)
-            r = add_list(p, measured, allow);
+            r = add_list(p, measured, allow, NULL);
         if (r == 0 && levels[i].margin)
-            r = add_list(p, margin, allow);
+            r = add_list(p, margin, allow, NULL);
+        if (r == 0 && levels[i].extra)
+            r = add_list(p, levels[i].extra, allow, measured);
         if (r == 0 && levels[i].forbidden)
-            r = add_list(p, forbidden, kill);
+            r = add_list(p, forbidden, kill, levels[i].extra);
         if (r == 0)
             r = sc_policy_check(p, name, err);
         if (r < 0) {

@@ -67,7 +67,8 @@ struct ic_confine {
 
 /* ---- creation --------------------------------------------------------------- */
 
-int ic_confine_new(const struct ic_vm_config *cfg, ic_confine **out, ic_err *err)
+int ic_confine_new(const struct ic_vm_config *cfg, const char *default_level, ic_confine **out,
+                   ic_err *err)
 {
     ic_confine *c = calloc(1, sizeof(*c));
     if (!c)
@@ -79,7 +80,8 @@ int ic_confine_new(const struct ic_vm_config *cfg, ic_confine **out, ic_err *err
     c->uid_count = cfg->jail_uid_count ? cfg->jail_uid_count : IC_JAIL_UID_COUNT;
     snprintf(c->cg_parent, sizeof(c->cg_parent), "%s",
              cfg->cgroup_parent ? cfg->cgroup_parent : IC_CG_PARENT_DEFAULT);
-    int r = ic_seccomp_policy_load(cfg->seccomp, &c->policy, err);
+    const char *spec = cfg->seccomp && cfg->seccomp[0] ? cfg->seccomp : default_level;
+    int r = ic_seccomp_policy_load(spec, &c->policy, err);
     if (r == 0 && cfg->audit) {
         c->audit = cfg->audit;
     } else if (r == 0) {
@@ -227,7 +229,9 @@ int ic_confine_prepare(ic_confine *c, const struct ic_confine_spawn *s, ic_err *
     r = ic_path_join(c->audit_path, sizeof(c->audit_path), err, "%s/audit.json",
                      ic_state_dir(s->state));
     if (r == 0) {
-        _cleanup_free_ char *text = json_dumps(ic_audit_to_json(c->audit, true), 0);
+        json_t *j = ic_audit_to_json(c->audit, true);
+        _cleanup_free_ char *text = j ? json_dumps(j, 0) : NULL;
+        json_decref(j);
         r = text ? ic_file_write_atomic(c->audit_path, text, strlen(text), 0600, err) : 0;
     }
     return r;

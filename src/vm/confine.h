@@ -20,7 +20,9 @@ struct ic_confine_spawn {
 };
 
 /* Loads the policy (errors name it) and sets up the audit. */
-int ic_confine_new(const struct ic_vm_config *cfg, ic_confine **out, ic_err *err);
+/* default_level: the seccomp level when cfg->seccomp names none. */
+int ic_confine_new(const struct ic_vm_config *cfg, const char *default_level, ic_confine **out,
+                   ic_err *err);
 void ic_confine_free(ic_confine *c);
 const struct ic_audit *ic_confine_audit(const ic_confine *c);
 

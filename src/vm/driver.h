@@ -29,6 +29,9 @@ struct ic_vm_driver {
     /* The VMM runs in ironclaw's jail (jail.h); a driver with a jailer of
      * its own leaves this false. Declare paths with ic_vm__jail_path. */
     bool jail;
+    /* The seccomp level the VMM gets when the user names none: it must
+     * let the driver's own launch steps through (a jailer's, say). */
+    const char *seccomp_level;
 };
 
 extern const struct ic_vm_driver ic_vm_driver_qemu;

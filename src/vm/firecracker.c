@@ -783,4 +783,5 @@ const struct ic_vm_driver ic_vm_driver_firecracker = {
     .start = fc_start,
     .stop = fc_stop,
     .release = fc_release,
+    .seccomp_level = "firecracker", /* its jailer mounts, pivots and drops privileges */
 };

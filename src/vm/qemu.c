@@ -281,4 +281,5 @@ const struct ic_vm_driver ic_vm_driver_qemu = {
     .stop = NULL, /* the guest powers itself off; vm.c kills after the grace */
     .release = qemu_release,
     .jail = true,
+    .seccomp_level = "default",
 };

@@ -423,10 +423,7 @@ static int validate_config(const struct ic_vm_config *cfg, ic_err *err)
 
 static int create_rest(ic_vm *vm, const struct ic_vm_config *cfg, ic_err *err)
 {
-    int r = pick_driver(vm, cfg->vmm ? cfg->vmm : "auto", err);
-    if (r < 0)
-        return r;
-    r = ic_image_locate(vm->image_name, &vm->image, err);
+    int r = ic_image_locate(vm->image_name, &vm->image, err);
     if (r < 0)
         return r;
     r = ic_id_new(vm->id, err);
@@ -469,7 +466,12 @@ int ic_vm_create(uv_loop_t *loop, const struct ic_vm_config *cfg, ic_vm_event_fn
     vm->cfg.seccomp = NULL;       /* loaded now, not needed later */
     vm->cfg.cgroup_parent = NULL; /* copied by the confinement */
 
-    r = ic_confine_new(cfg, &vm->confine, err);
+    /* The driver first (it names the default seccomp level), then the
+     * policy, so that a bad one stops us before anything is created. */
+    r = pick_driver(vm, cfg->vmm ? cfg->vmm : "auto", err);
+    if (r < 0)
+        return r;
+    r = ic_confine_new(cfg, vm->driver->seccomp_level, &vm->confine, err);
     if (r < 0)
         return r;
     r = create_rest(vm, cfg, err);
