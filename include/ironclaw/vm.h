@@ -32,6 +32,8 @@
 #include "ironclaw/err.h"
 
 typedef struct ic_vm ic_vm;
+struct ic_net_spec;
+struct ic_net;
 
 struct ic_vm_config {
     const char *name;          /* label only, validated; NULL for none */
@@ -44,6 +46,17 @@ struct ic_vm_config {
     /* Network namespace the VMM joins (an nsfs file such as
      * /run/netns/NAME); NULL gives it a new, empty one (no network). */
     const char *netns;
+    /* The VM's network (net.h): NULL or mode IC_NET_NONE for none. With
+     * an allow-list, vm.c sets the network up before the VMM starts (and
+     * `netns` must be NULL: the VM gets a namespace of its own). */
+    const struct ic_net_spec *net;
+    /* Filled in by vm.c once the network is up, for the drivers (NULL
+     * without a network): the tap device inside `netns`, the guest NIC's
+     * MAC, and the kernel command-line word that gives the guest agent its
+     * address and gateway. */
+    const char *tap_name;
+    const char *mac;
+    const char *net_cmdline;
 };
 
 #define IC_VM_DEFAULT_CPUS 1
@@ -86,6 +99,8 @@ const char *ic_vm_driver(const ic_vm *vm);    /* "qemu", ... */
 const char *ic_vm_dir(const ic_vm *vm);       /* runtime directory */
 const char *ic_vm_accel(const ic_vm *vm);     /* "kvm" or "tcg" */
 int ic_vm_pid(const ic_vm *vm);               /* VMM pid, 0 when not running */
+/* The VM's network (net.h), NULL with --net none. */
+const struct ic_net *ic_vm_net(const ic_vm *vm);
 bool ic_vm_running(const ic_vm *vm);
 /* The last `max` bytes of the guest console log, for error messages. */
 int ic_vm_console_tail(const ic_vm *vm, char *out, size_t max);

@@ -1,0 +1,560 @@
+/*
+ * fw.c - the two firewall backends behind one interface (net.h):
+ * nftables through libnftables (in the thread pool) and iptables through
+ * iptables-restore/iptables-save (uv_spawn on the loop, or blocking in the
+ * reaper and the CLI). Adding a VM applies its rules in one transaction
+ * and reads them back; any failure removes what was applied before the
+ * caller hears of it. Also: which backend `auto` means, listing every
+ * IRONCLAW_ chain, and the test-only fault injection.
+ */
+#include "net/net_int.h"
+
+#include "ironclaw/cleanup.h"
+#include "ironclaw/log.h"
+#include "ironclaw/paths.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+/* libnftables.h defines _GNU_SOURCE itself; the build already does. */
+#undef _GNU_SOURCE
+#include <nftables/libnftables.h>
+
+#define TOOL_TIMEOUT_MS 30000
+
+/* ---- test-only fault injection ----------------------------------------------- */
+
+const char *ic_net__fault_step(void)
+{
+    const char *v = getenv(IC_NET_FAULT_ENV);
+    return v && *v ? v : NULL;
+}
+
+bool ic_net__fault(const char *step)
+{
+    const char *v = ic_net__fault_step();
+    return v && strcmp(v, step) == 0;
+}
+
+int ic_net__fault_err(const char *step, ic_err *err)
+{
+    return ic_err_set(err, EIO, "%s: failure injected for the test (%s=%s)", step,
+                      IC_NET_FAULT_ENV, step);
+}
+
+/* ---- libnftables --------------------------------------------------------------- */
+
+/* libnftables keeps process-wide state that is not thread-safe (its
+ * interface cache, xtables and GMP set-up), and the kernel serialises
+ * nf_tables transactions anyway: this lock is the one piece of global
+ * state in the network layer, and it guards a library, not ironclaw data. */
+static pthread_mutex_t nft_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int nft_errno(const char *msg)
+{
+    if (strstr(msg, "Operation not permitted"))
+        return EPERM;
+    if (strstr(msg, "No such file or directory"))
+        return ENOENT;
+    if (strstr(msg, "File exists"))
+        return EEXIST;
+    return EIO;
+}
+
+/* The first "Error: ..." line of nft's diagnostics. */
+static void nft_error_line(const char *text, char *out, size_t size)
+{
+    const char *e = text ? strstr(text, "Error: ") : NULL;
+    ic_net__first_line(e ? e : text, out, size);
+    if (!out[0])
+        snprintf(out, size, "nft failed without saying why");
+}
+
+int ic_net__nft_run(const char *script, bool json, char **out, ic_err *err)
+{
+    pthread_mutex_lock(&nft_lock);
+    int r = 0;
+    struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+    if (!ctx) {
+        pthread_mutex_unlock(&nft_lock);
+        return ic_err_set(err, ENOMEM, "cannot create a libnftables context");
+    }
+    nft_ctx_buffer_output(ctx);
+    nft_ctx_buffer_error(ctx);
+    if (json)
+        nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON);
+    if (nft_run_cmd_from_buffer(ctx, script) != 0) {
+        char line[320];
+        const char *etext = nft_ctx_get_error_buffer(ctx);
+        nft_error_line(etext, line, sizeof(line));
+        r = ic_err_set(err, nft_errno(etext ? etext : ""), "nft: %s", line);
+    } else if (out) {
+        const char *o = nft_ctx_get_output_buffer(ctx);
+        *out = strdup(o ? o : "");
+        if (!*out)
+            r = ic_err_set(err, ENOMEM, "out of memory");
+    }
+    nft_ctx_free(ctx);
+    pthread_mutex_unlock(&nft_lock);
+    return r;
+}
+
+static int nft_list_table(const char *chain, char **json, ic_err *err)
+{
+    char cmd[80];
+    snprintf(cmd, sizeof(cmd), "list table inet %s", chain);
+    return ic_net__nft_run(cmd, true, json, err);
+}
+
+static int nft_remove(const char *chain, ic_err *err)
+{
+    _cleanup_free_ char *text = ic_fw_nft_del_text(chain);
+    if (!text)
+        return ic_err_set(err, ENOMEM, "out of memory");
+    return ic_net__nft_run(text, false, NULL, err);
+}
+
+static int nft_verify(const struct ic_fw_rules *r, ic_err *err)
+{
+    _cleanup_free_ char *json = NULL;
+    int rc = nft_list_table(r->chain, &json, err);
+    if (rc == 0)
+        rc = ic_fw_nft_check(json, r, err);
+    return rc;
+}
+
+/* ---- iptables tools -------------------------------------------------------------- */
+
+struct ipt_tools {
+    char restore[IC_PATH_MAX];
+    char save[IC_PATH_MAX];
+};
+
+static int ipt_find(struct ipt_tools *t, ic_err *err)
+{
+    if (ic_net__find_program("iptables-restore", t->restore, sizeof(t->restore)) < 0)
+        return ic_err_set(err, ENOENT, "iptables-restore is not installed (Debian package iptables)");
+    snprintf(t->save, sizeof(t->save), "%s", t->restore);
+    char *dash = strrchr(t->save, '-');
+    if (!dash || strcmp(dash, "-restore") != 0 ||
+        (size_t)(dash - t->save) + sizeof("-save") > sizeof(t->save))
+        return ic_err_set(err, ENOENT, "cannot find iptables-save beside %s", t->restore);
+    strcpy(dash, "-save");
+    return 0;
+}
+
+/* `iptables-restore -w 10 --noflush`: waits for the xtables lock (legacy)
+ * instead of failing, and adds to the tables instead of replacing them. */
+#define IPT_RESTORE_ARGV(t) {(t)->restore, (char *)"-w", (char *)"10", (char *)"--noflush", NULL}
+
+static int ipt_tool_error(const char *what, int status, const char *errout, ic_err *err)
+{
+    char line[320];
+    ic_net__first_line(errout, line, sizeof(line));
+    int code = strstr(errout ? errout : "", "ermission denied") ||
+               strstr(errout ? errout : "", "not permitted") ? EPERM : EIO;
+    return ic_err_set(err, code, "%s failed (status %d): %s", what, status,
+                      line[0] ? line : "no message");
+}
+
+static int ipt_run(char *const argv[], const char *input, char **out, ic_err *err)
+{
+    _cleanup_free_ char *errout = NULL;
+    int status = 0;
+    int r = ic_net__run_blocking(argv, input, TOOL_TIMEOUT_MS, out, &errout, &status, err);
+    if (r == 0 && status != 0) {
+        if (out) {
+            free(*out);
+            *out = NULL;
+        }
+        r = ipt_tool_error(strrchr(argv[0], '/') + 1, status, errout, err);
+    }
+    return r;
+}
+
+static int ipt_remove(const char *chain, ic_err *err)
+{
+    struct ipt_tools t;
+    int r = ipt_find(&t, err);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *save = NULL;
+    char *save_argv[] = {t.save, NULL};
+    r = ipt_run(save_argv, NULL, &save, err);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *del = ic_fw_ipt_del_text(save, chain);
+    if (!del)
+        return ic_err_set(err, ENOMEM, "out of memory");
+    if (!del[0])
+        return 0;
+    char *argv[] = IPT_RESTORE_ARGV(&t);
+    return ipt_run(argv, del, NULL, err);
+}
+
+static int ipt_verify(const struct ic_fw_rules *rules, ic_err *err)
+{
+    struct ipt_tools t;
+    int r = ipt_find(&t, err);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *save = NULL;
+    char *argv[] = {t.save, (char *)"-t", (char *)"filter", NULL};
+    r = ipt_run(argv, NULL, &save, err);
+    return r < 0 ? r : ic_fw_ipt_check(save, rules, err);
+}
+
+/* ---- blocking entry points ---------------------------------------------------------- */
+
+int ic_fw_resolve(enum ic_fw_backend requested, enum ic_fw_backend *out, ic_err *err)
+{
+    if (requested != IC_FW_AUTO) {
+        *out = requested;
+        return 0;
+    }
+    ic_err nerr = {0};
+    _cleanup_free_ char *tables = NULL;
+    if (ic_net__nft_run("list tables", false, &tables, &nerr) == 0) {
+        *out = IC_FW_NFT;
+        return 0;
+    }
+    char path[IC_PATH_MAX];
+    if (ic_net__find_program("iptables-restore", path, sizeof(path)) == 0) {
+        ic_log_info("firewall: nf_tables does not answer (%s); using iptables", nerr.msg);
+        *out = IC_FW_IPTABLES;
+        return 0;
+    }
+    return ic_err_set(err, nerr.code ? nerr.code : ENOENT, "no firewall backend: nf_tables "
+                      "does not answer (%s) and iptables-restore is not installed", nerr.msg);
+}
+
+int ic_fw_remove_blocking(enum ic_fw_backend b, const char *chain, ic_err *err)
+{
+    if (!ic_net_chain_valid(chain))
+        return ic_err_set(err, EINVAL, "'%s' is not an ironclaw chain name", chain);
+    int r = b == IC_FW_IPTABLES ? ipt_remove(chain, err) : nft_remove(chain, err);
+    return r < 0 ? ic_err_wrap(err, "removing %s (%s)", chain, ic_fw_backend_name(b)) : 0;
+}
+
+int ic_fw_verify_blocking(enum ic_fw_backend b, const struct ic_fw_rules *r, ic_err *err)
+{
+    return b == IC_FW_IPTABLES ? ipt_verify(r, err) : nft_verify(r, err);
+}
+
+static int list_nft(ic_fw_chain_fn fn, void *ud, ic_err *err)
+{
+    _cleanup_free_ char *json = NULL;
+    int r = ic_net__nft_run("list tables", true, &json, err);
+    if (r < 0)
+        return r;
+    json_t *root = json_loads(json, 0, NULL);
+    json_t *list = json_object_get(root, "nftables");
+    size_t i;
+    json_t *item;
+    json_array_foreach(list, i, item) {
+        json_t *t = json_object_get(item, "table");
+        const char *fam = json_string_value(json_object_get(t, "family"));
+        const char *name = json_string_value(json_object_get(t, "name"));
+        if (fam && name && strcmp(fam, "inet") == 0 && ic_net_chain_valid(name) &&
+            (r = fn(IC_FW_NFT, name, ud)) < 0)
+            break;
+    }
+    json_decref(root);
+    return r < 0 ? r : 0;
+}
+
+static int list_ipt(ic_fw_chain_fn fn, void *ud, ic_err *err)
+{
+    struct ipt_tools t;
+    if (ipt_find(&t, NULL) < 0)
+        return 0; /* no iptables: no iptables chains */
+    _cleanup_free_ char *save = NULL;
+    char *argv[] = {t.save, NULL};
+    int r = ipt_run(argv, NULL, &save, err);
+    if (r < 0)
+        return r;
+    /* Chains appear once per table (filter, nat): report each name once. */
+    char seen[4096] = "";
+    size_t used = 0;
+    for (char *save_p = NULL, *line = strtok_r(save, "\n", &save_p); line;
+         line = strtok_r(NULL, "\n", &save_p)) {
+        char name[IC_NET_CHAIN_SIZE];
+        if (line[0] != ':' || sscanf(line + 1, "%25s", name) != 1 || !ic_net_chain_valid(name))
+            continue;
+        if (strstr(seen, name))
+            continue;
+        if (used + IC_NET_CHAIN_SIZE < sizeof(seen)) {
+            memcpy(seen + used, name, IC_NET_CHAIN_LEN);
+            used += IC_NET_CHAIN_LEN;
+            seen[used++] = ' ';
+            seen[used] = '\0';
+        }
+        if ((r = fn(IC_FW_IPTABLES, name, ud)) < 0)
+            return r;
+    }
+    return 0;
+}
+
+int ic_fw_list(enum ic_fw_backend b, ic_fw_chain_fn fn, void *ud, ic_err *err)
+{
+    return b == IC_FW_IPTABLES ? list_ipt(fn, ud, err) : list_nft(fn, ud, err);
+}
+
+/* ---- asynchronous add and remove ------------------------------------------------------ */
+
+enum fw_kind { OP_ADD, OP_REMOVE };
+
+struct fw_op {
+    uv_loop_t *loop;
+    enum fw_kind kind;
+    enum ic_fw_backend backend;
+    struct ic_fw_rules rules;
+    bool fault_firewall, fault_verify;
+    struct ipt_tools tools;
+    uv_work_t work;
+    ic_err err;            /* the failure reported to done */
+    bool failed;
+    ic_fw_done_fn done;
+    void *ud;
+};
+
+static void op_finish(struct fw_op *op)
+{
+    ic_fw_done_fn done = op->done;
+    void *ud = op->ud;
+    ic_err err = op->err;
+    bool failed = op->failed;
+    free(op);
+    done(failed ? &err : NULL, ud);
+}
+
+static void op_fail(struct fw_op *op, const char *step, ic_err *cause)
+{
+    if (op->failed)
+        return;
+    op->failed = true;
+    op->err = *cause;
+    if (step)
+        ic_err_wrap(&op->err, "%s", step);
+}
+
+/* nftables: everything in one pool job; the add is one transaction. */
+static void nft_work(uv_work_t *w)
+{
+    struct fw_op *op = w->data;
+    ic_err e = {0};
+    if (op->kind == OP_REMOVE) {
+        if (nft_remove(op->rules.chain, &e) < 0)
+            op_fail(op, NULL, &e);
+        return;
+    }
+    _cleanup_free_ char *text = ic_fw_nft_add_text(&op->rules, op->fault_firewall);
+    if (!text) {
+        ic_err_set(&e, ENOMEM, "out of memory");
+        op_fail(op, "firewall", &e);
+        return;
+    }
+    if (ic_net__nft_run(text, false, NULL, &e) < 0)
+        op_fail(op, "firewall", &e);
+    else if (op->fault_verify)
+        op_fail(op, NULL, (ic_net__fault_err("verify", &e), &e));
+    else if (nft_verify(&op->rules, &e) < 0)
+        op_fail(op, "verify", &e);
+    if (op->failed) {
+        ic_err re = {0};
+        if (nft_remove(op->rules.chain, &re) < 0)
+            ic_log_error("firewall: rolling back %s: %s", op->rules.chain, re.msg);
+    }
+}
+
+static void nft_after(uv_work_t *w, int status)
+{
+    op_finish(w->data);
+}
+
+/* iptables: restore, save -t filter (check), and on failure save + delete. */
+static void ipt_rollback(struct fw_op *op);
+
+static void ipt_spawn(struct fw_op *op, char *const argv[], const char *input, ic_net_run_fn fn,
+                      const char *step)
+{
+    ic_err e = {0};
+    if (ic_net__run(op->loop, argv, input, fn, op, &e) < 0) {
+        op_fail(op, step, &e);
+        if (op->kind == OP_ADD && strcmp(step, "firewall rollback") != 0)
+            ipt_rollback(op);
+        else
+            op_finish(op);
+    }
+}
+
+static void on_rollback_restored(int status, const char *out, const char *errout, const ic_err *err,
+                                 void *ud)
+{
+    struct fw_op *op = ud;
+    ic_err e = {0};
+    if (err || status != 0) {
+        if (err)
+            e = *err;
+        else
+            ipt_tool_error("iptables-restore", status, errout, &e);
+        if (op->kind == OP_REMOVE)
+            op_fail(op, NULL, &e);
+        else
+            ic_log_error("firewall: rolling back %s: %s", op->rules.chain, e.msg);
+    }
+    op_finish(op);
+}
+
+static void on_rollback_saved(int status, const char *out, const char *errout, const ic_err *err,
+                              void *ud)
+{
+    struct fw_op *op = ud;
+    ic_err e = {0};
+    if (err || status != 0) {
+        if (err)
+            e = *err;
+        else
+            ipt_tool_error("iptables-save", status, errout, &e);
+        if (op->kind == OP_REMOVE)
+            op_fail(op, NULL, &e);
+        else
+            ic_log_error("firewall: rolling back %s: %s", op->rules.chain, e.msg);
+        op_finish(op);
+        return;
+    }
+    _cleanup_free_ char *del = ic_fw_ipt_del_text(out, op->rules.chain);
+    if (!del || !del[0]) {
+        op_finish(op);
+        return;
+    }
+    char *argv[] = IPT_RESTORE_ARGV(&op->tools);
+    ipt_spawn(op, argv, del, on_rollback_restored, "firewall rollback");
+}
+
+/* Removal (and rollback): what iptables-save shows of the chain goes. */
+static void ipt_rollback(struct fw_op *op)
+{
+    char *argv[] = {op->tools.save, NULL};
+    ipt_spawn(op, argv, NULL, on_rollback_saved, "firewall rollback");
+}
+
+static void on_verify_saved(int status, const char *out, const char *errout, const ic_err *err,
+                            void *ud)
+{
+    struct fw_op *op = ud;
+    ic_err e = {0};
+    if (err)
+        op_fail(op, "verify", (e = *err, &e));
+    else if (status != 0)
+        op_fail(op, "verify", (ipt_tool_error("iptables-save", status, errout, &e), &e));
+    else if (op->fault_verify)
+        op_fail(op, NULL, (ic_net__fault_err("verify", &e), &e));
+    else if (ic_fw_ipt_check(out, &op->rules, &e) < 0)
+        op_fail(op, "verify", &e);
+    if (op->failed)
+        ipt_rollback(op);
+    else
+        op_finish(op);
+}
+
+static void on_restored(int status, const char *out, const char *errout, const ic_err *err, void *ud)
+{
+    struct fw_op *op = ud;
+    ic_err e = {0};
+    if (err || status != 0) {
+        if (err)
+            e = *err;
+        else
+            ipt_tool_error("iptables-restore", status, errout, &e);
+        op_fail(op, "firewall", &e);
+        ipt_rollback(op); /* one table may have been committed */
+        return;
+    }
+    char *argv[] = {op->tools.save, (char *)"-t", (char *)"filter", NULL};
+    ipt_spawn(op, argv, NULL, on_verify_saved, "verify");
+}
+
+static int op_start(struct fw_op *op, ic_err *err)
+{
+    if (op->backend == IC_FW_NFT) {
+        op->work.data = op;
+        int r = uv_queue_work(op->loop, &op->work, nft_work, nft_after);
+        if (r < 0)
+            return ic_err_set(err, -r, "cannot queue the firewall work: %s", uv_strerror(r));
+        return 0;
+    }
+    if (op->kind == OP_REMOVE) {
+        ipt_rollback(op);
+        return 0;
+    }
+    _cleanup_free_ char *text = ic_fw_ipt_add_text(&op->rules, op->fault_firewall);
+    if (!text)
+        return ic_err_set(err, ENOMEM, "out of memory");
+    char *argv[] = IPT_RESTORE_ARGV(&op->tools);
+    ic_err e = {0};
+    if (ic_net__run(op->loop, argv, text, on_restored, op, &e) < 0) {
+        *err = e;
+        return ic_err_wrap(err, "firewall");
+    }
+    return 0;
+}
+
+static struct fw_op *op_new(uv_loop_t *loop, enum fw_kind kind, enum ic_fw_backend b,
+                            ic_fw_done_fn done, void *ud, ic_err *err)
+{
+    if (b != IC_FW_NFT && b != IC_FW_IPTABLES) {
+        ic_err_set(err, EINVAL, "firewall: no backend chosen");
+        return NULL;
+    }
+    struct fw_op *op = calloc(1, sizeof(*op));
+    if (!op) {
+        ic_err_set(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    op->loop = loop;
+    op->kind = kind;
+    op->backend = b;
+    op->done = done;
+    op->ud = ud;
+    if (b == IC_FW_IPTABLES && ipt_find(&op->tools, err) < 0) {
+        ic_err_wrap(err, "firewall");
+        free(op);
+        return NULL;
+    }
+    return op;
+}
+
+int ic_fw_add(uv_loop_t *loop, enum ic_fw_backend b, const struct ic_fw_rules *r,
+              const char *fault_step, ic_fw_done_fn done, void *ud, ic_err *err)
+{
+    struct fw_op *op = op_new(loop, OP_ADD, b, done, ud, err);
+    if (!op)
+        return -err->code;
+    op->rules = *r;
+    op->fault_firewall = fault_step && strcmp(fault_step, "firewall") == 0;
+    op->fault_verify = fault_step && strcmp(fault_step, "verify") == 0;
+    int rc = op_start(op, err);
+    if (rc < 0)
+        free(op);
+    return rc;
+}
+
+int ic_fw_remove(uv_loop_t *loop, enum ic_fw_backend b, const char *chain, ic_fw_done_fn done,
+                 void *ud, ic_err *err)
+{
+    if (!ic_net_chain_valid(chain))
+        return ic_err_set(err, EINVAL, "'%s' is not an ironclaw chain name", chain);
+    struct fw_op *op = op_new(loop, OP_REMOVE, b, done, ud, err);
+    if (!op)
+        return -err->code;
+    snprintf(op->rules.chain, sizeof(op->rules.chain), "%s", chain);
+    int rc = op_start(op, err);
+    if (rc < 0)
+        free(op);
+    return rc;
+}

@@ -1,0 +1,369 @@
+/*
+ * rules.c - what each firewall backend is told, and how its answer is
+ * checked: the nft script and the iptables-restore input that add one VM's
+ * isolation, the text that removes it, and the read-back checks that the
+ * jumps and the final drop are in place. Pure text in, text out; applying
+ * it is fw.c's job. docs/network.md shows the generated rules.
+ */
+#include "ironclaw/net.h"
+
+#include "ironclaw/buf.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+/* A chain that never exists: a jump to it makes the backend reject the
+ * whole transaction (the test-only fault for the "firewall" step). */
+#define FAULT_CHAIN "IRONCLAW_fault_injected"
+
+struct text {
+    ic_buf b;
+    bool oom;
+};
+
+static void put(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct text *t, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(line) || ic_buf_append(&t->b, line, (size_t)n) < 0)
+        t->oom = true;
+}
+
+static char *text_take(struct text *t)
+{
+    if (t->oom || ic_buf_append_u8(&t->b, 0) < 0) {
+        ic_buf_free(&t->b);
+        return NULL;
+    }
+    return (char *)t->b.data; /* off is 0: nothing was consumed */
+}
+
+static void cidr(const struct ic_net_allow *a, char out[24])
+{
+    char ip[16];
+    ic_net_ip_format(a->addr, ip);
+    snprintf(out, 24, "%s/%u", ip, a->prefix);
+}
+
+void ic_fw_rules_init(struct ic_fw_rules *r, const char *vm_id, uint32_t guest,
+                      const struct ic_net_allow *allow, size_t n_allow)
+{
+    memset(r, 0, sizeof(*r));
+    ic_net_chain_name(vm_id, r->chain);
+    ic_net_veth_name(vm_id, r->veth);
+    r->guest = guest;
+    r->n_allow = n_allow > IC_NET_ALLOW_MAX ? IC_NET_ALLOW_MAX : n_allow;
+    memcpy(r->allow, allow, r->n_allow * sizeof(*allow));
+}
+
+/* ---- nftables ------------------------------------------------------------ */
+
+static void nft_allow(struct text *t, const struct ic_fw_rules *r, const struct ic_net_allow *a)
+{
+    char net[24];
+    cidr(a, net);
+    const char *tc = r->chain;
+    const char *proto = a->proto == IC_NET_PROTO_TCP ? "tcp" : "udp";
+    if (a->port && a->proto == IC_NET_PROTO_ANY)
+        put(t, "add rule inet %s %s ip daddr %s meta l4proto { tcp, udp } th dport %u accept\n",
+            tc, tc, net, a->port);
+    else if (a->port)
+        put(t, "add rule inet %s %s ip daddr %s %s dport %u accept\n", tc, tc, net, proto, a->port);
+    else if (a->proto != IC_NET_PROTO_ANY)
+        put(t, "add rule inet %s %s ip daddr %s meta l4proto %s accept\n", tc, tc, net, proto);
+    else
+        put(t, "add rule inet %s %s ip daddr %s accept\n", tc, tc, net);
+}
+
+/* One table per VM, named like its chain: adding and removing a VM are
+ * single transactions that touch nothing shared. */
+char *ic_fw_nft_add_text(const struct ic_fw_rules *r, bool fault)
+{
+    struct text t = {IC_BUF_INIT, false};
+    const char *tc = r->chain, *v = r->veth;
+    char guest[16];
+    ic_net_ip_format(r->guest, guest);
+    put(&t, "add table inet %s\n", tc);
+    put(&t, "add chain inet %s %s\n", tc, tc);
+    put(&t, "add chain inet %s forward { type filter hook forward priority filter - 10; policy accept; }\n", tc);
+    put(&t, "add chain inet %s input { type filter hook input priority filter - 10; policy accept; }\n", tc);
+    put(&t, "add chain inet %s postrouting { type nat hook postrouting priority srcnat; policy accept; }\n", tc);
+    /* The chain: replies, then nothing towards the VM or from a guarded
+     * uplink, no spoofing, nothing for the host itself, the allow-list,
+     * and drop. */
+    put(&t, "add rule inet %s %s ct state established,related accept\n", tc, tc);
+    put(&t, "add rule inet %s %s iifname != \"%s\" drop\n", tc, tc, v);
+    put(&t, "add rule inet %s %s ip saddr != %s drop\n", tc, tc, guest);
+    put(&t, "add rule inet %s %s fib daddr type local drop\n", tc, tc);
+    for (size_t i = 0; i < r->n_allow; i++)
+        nft_allow(&t, r, &r->allow[i]);
+    put(&t, "add rule inet %s %s drop\n", tc, tc);
+    /* The jumps. */
+    put(&t, "add rule inet %s forward iifname \"%s\" jump %s\n", tc, v, tc);
+    put(&t, "add rule inet %s forward oifname \"%s\" jump %s\n", tc, v, tc);
+    for (size_t i = 0; i < r->n_guard; i++)
+        put(&t, "add rule inet %s forward iifname \"%s\" jump %s\n", tc, r->guard[i], tc);
+    put(&t, "add rule inet %s input iifname \"%s\" jump %s\n", tc, v, tc);
+    for (size_t i = 0; i < r->n_allow; i++) {
+        char net[24];
+        cidr(&r->allow[i], net);
+        put(&t, "add rule inet %s postrouting ip saddr %s ip daddr %s masquerade\n", tc, guest, net);
+    }
+    if (fault)
+        put(&t, "add rule inet %s %s jump " FAULT_CHAIN "\n", tc, tc);
+    return text_take(&t);
+}
+
+/* `add` then `delete`: the same transaction succeeds whether or not the
+ * table exists, so removal is idempotent. */
+char *ic_fw_nft_del_text(const char *chain)
+{
+    struct text t = {IC_BUF_INIT, false};
+    put(&t, "add table inet %s\ndelete table inet %s\n", chain, chain);
+    return text_take(&t);
+}
+
+/* ---- iptables ------------------------------------------------------------- */
+
+static void ipt_allow(struct text *t, const char *tc, const struct ic_net_allow *a)
+{
+    char net[24];
+    cidr(a, net);
+    if (a->port && a->proto == IC_NET_PROTO_ANY) {
+        put(t, "-A %s -d %s -p tcp -m tcp --dport %u -j ACCEPT\n", tc, net, a->port);
+        put(t, "-A %s -d %s -p udp -m udp --dport %u -j ACCEPT\n", tc, net, a->port);
+    } else if (a->port) {
+        const char *p = a->proto == IC_NET_PROTO_TCP ? "tcp" : "udp";
+        put(t, "-A %s -d %s -p %s -m %s --dport %u -j ACCEPT\n", tc, net, p, p, a->port);
+    } else if (a->proto != IC_NET_PROTO_ANY) {
+        put(t, "-A %s -d %s -p %s -j ACCEPT\n", tc, net, a->proto == IC_NET_PROTO_TCP ? "tcp" : "udp");
+    } else {
+        put(t, "-A %s -d %s -j ACCEPT\n", tc, net);
+    }
+}
+
+/* filter first (the drops), then nat: a table whose commit fails leaves
+ * the earlier one applied, and rollback removes it. The chain is filled
+ * before anything jumps to it; jumps go first in their built-in chains so
+ * that the chain's accepts hold even under a DROP policy. */
+char *ic_fw_ipt_add_text(const struct ic_fw_rules *r, bool fault)
+{
+    struct text t = {IC_BUF_INIT, false};
+    const char *tc = r->chain, *v = r->veth;
+    char guest[16];
+    ic_net_ip_format(r->guest, guest);
+    put(&t, "*filter\n:%s - [0:0]\n", tc);
+    put(&t, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n", tc);
+    put(&t, "-A %s ! -i %s -j DROP\n", tc, v);
+    put(&t, "-A %s ! -s %s/32 -j DROP\n", tc, guest);
+    put(&t, "-A %s -m addrtype --dst-type LOCAL -j DROP\n", tc);
+    for (size_t i = 0; i < r->n_allow; i++)
+        ipt_allow(&t, tc, &r->allow[i]);
+    put(&t, "-A %s -j DROP\n", tc);
+    for (size_t i = 0; i < r->n_guard; i++)
+        put(&t, "-I FORWARD 1 -i %s -j %s\n", r->guard[i], tc);
+    put(&t, "-I FORWARD 1 -o %s -j %s\n", v, tc);
+    put(&t, "-I FORWARD 1 -i %s -j %s\n", v, tc);
+    put(&t, "-I INPUT 1 -i %s -j %s\n", v, tc);
+    put(&t, "COMMIT\n*nat\n:%s - [0:0]\n", tc);
+    for (size_t i = 0; i < r->n_allow; i++) {
+        char net[24];
+        cidr(&r->allow[i], net);
+        put(&t, "-A %s -d %s -j MASQUERADE\n", tc, net);
+    }
+    put(&t, "-I POSTROUTING 1 -s %s/32 -j %s\n", guest, tc);
+    if (fault)
+        put(&t, "-A %s -j " FAULT_CHAIN "\n", tc);
+    put(&t, "COMMIT\n");
+    return text_take(&t);
+}
+
+/* True when an iptables-save rule line jumps to chain (ends "-j CHAIN"). */
+static bool line_jumps_to(const char *line, size_t len, const char *chain)
+{
+    char tail[IC_NET_CHAIN_SIZE + 4];
+    int n = snprintf(tail, sizeof(tail), "-j %s", chain);
+    return n > 0 && len >= (size_t)n && memcmp(line + len - (size_t)n, tail, (size_t)n) == 0 &&
+           (len == (size_t)n || line[len - (size_t)n - 1] == ' ');
+}
+
+/* One table's deletions: every jump to chain (as "-D ..."), then -F/-X. */
+static void ipt_del_table(struct text *t, const char *table, const char *body, size_t blen,
+                          const char *chain)
+{
+    bool has_chain = false, any = false;
+    size_t clen = strlen(chain);
+    struct text dels = {IC_BUF_INIT, false};
+    for (const char *p = body; p < body + blen;) {
+        const char *nl = memchr(p, '\n', (size_t)(body + blen - p));
+        size_t len = nl ? (size_t)(nl - p) : (size_t)(body + blen - p);
+        if (len > clen + 1 && p[0] == ':' && memcmp(p + 1, chain, clen) == 0 && p[1 + clen] == ' ')
+            has_chain = true;
+        else if (len > 3 && strncmp(p, "-A ", 3) == 0 && line_jumps_to(p, len, chain) &&
+                 !(strncmp(p + 3, chain, clen) == 0 && p[3 + clen] == ' ')) {
+            put(&dels, "-D %.*s\n", (int)(len - 3), p + 3);
+            any = true;
+        }
+        p += len + 1;
+    }
+    if (any || has_chain) {
+        put(t, "*%s\n", table);
+        if (any && ic_buf_append(&t->b, ic_buf_head(&dels.b), ic_buf_size(&dels.b)) < 0)
+            t->oom = true;
+        if (has_chain)
+            put(t, "-F %s\n-X %s\n", chain, chain);
+        put(t, "COMMIT\n");
+    }
+    t->oom |= dels.oom;
+    ic_buf_free(&dels.b);
+}
+
+char *ic_fw_ipt_del_text(const char *save, const char *chain)
+{
+    struct text t = {IC_BUF_INIT, false};
+    const char *p = save;
+    while ((p = strchr(p, '*'))) {
+        if (p != save && p[-1] != '\n') {
+            p++;
+            continue;
+        }
+        char table[32];
+        size_t nlen = strcspn(p + 1, "\n");
+        snprintf(table, sizeof(table), "%.*s", (int)(nlen < 31 ? nlen : 31), p + 1);
+        const char *body = p + 1 + nlen;
+        const char *end = strstr(body, "\nCOMMIT");
+        size_t blen = end ? (size_t)(end - body) : strlen(body);
+        ipt_del_table(&t, table, body, blen, chain);
+        p = body + blen;
+    }
+    char *s = text_take(&t);
+    return s ? s : (t.oom ? NULL : strdup(""));
+}
+
+/* ---- read-back checks -------------------------------------------------------- */
+
+static bool ipt_has_line(const char *save, const char *want)
+{
+    size_t n = strlen(want);
+    for (const char *p = save; (p = strstr(p, want)); p += n)
+        if ((p == save || p[-1] == '\n') && (p[n] == '\n' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
+int ic_fw_ipt_check(const char *save, const struct ic_fw_rules *r, ic_err *err)
+{
+    char want[128];
+    const char *jumps[][2] = {{"FORWARD", "-i"}, {"FORWARD", "-o"}, {"INPUT", "-i"}};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(want, sizeof(want), "-A %s %s %s -j %s", jumps[i][0], jumps[i][1], r->veth, r->chain);
+        if (!ipt_has_line(save, want))
+            return ic_err_set(err, ENOENT, "the jump '%s' is not in the filter table", want);
+    }
+    /* The chain's last rule must be the unconditional drop. */
+    char prefix[64];
+    int plen = snprintf(prefix, sizeof(prefix), "-A %s ", r->chain);
+    const char *last = NULL;
+    for (const char *p = save; (p = strstr(p, prefix)); p += plen)
+        if (p == save || p[-1] == '\n')
+            last = p;
+    snprintf(want, sizeof(want), "-A %s -j DROP", r->chain);
+    if (!last || strncmp(last, want, strlen(want)) != 0 ||
+        (last[strlen(want)] != '\n' && last[strlen(want)] != '\0'))
+        return ic_err_set(err, ENOENT, "chain %s does not end with '-j DROP'", r->chain);
+    return 0;
+}
+
+/* nft JSON: {"nftables": [{"table": ...}, {"chain": ...}, {"rule": ...}]} */
+
+static bool expr_is_if_jump(json_t *expr, const char *key, const char *ifname, const char *target)
+{
+    if (json_array_size(expr) != 2)
+        return false;
+    json_t *m = json_object_get(json_array_get(expr, 0), "match");
+    json_t *j = json_object_get(json_array_get(expr, 1), "jump");
+    const char *op = json_string_value(json_object_get(m, "op"));
+    const char *k = json_string_value(json_object_get(json_object_get(json_object_get(m, "left"), "meta"), "key"));
+    const char *right = json_string_value(json_object_get(m, "right"));
+    const char *tgt = json_string_value(json_object_get(j, "target"));
+    return op && k && right && tgt && strcmp(op, "==") == 0 && strcmp(k, key) == 0 &&
+           strcmp(right, ifname) == 0 && strcmp(tgt, target) == 0;
+}
+
+static bool expr_is_drop(json_t *expr)
+{
+    json_t *e = json_array_get(expr, 0);
+    return json_array_size(expr) == 1 && json_is_object(e) && json_object_size(e) == 1 &&
+           json_object_get(e, "drop");
+}
+
+struct nft_seen {
+    bool forward_hook, input_hook;
+    bool fwd_in, fwd_out, input_in;
+    json_t *last_chain_rule;
+};
+
+static void nft_see(json_t *item, const struct ic_fw_rules *r, struct nft_seen *s)
+{
+    json_t *c = json_object_get(item, "chain");
+    if (c) {
+        const char *name = json_string_value(json_object_get(c, "name")) ?: "";
+        const char *hook = json_string_value(json_object_get(c, "hook")) ?: "";
+        if (strcmp(name, "forward") == 0 && strcmp(hook, "forward") == 0)
+            s->forward_hook = true;
+        if (strcmp(name, "input") == 0 && strcmp(hook, "input") == 0)
+            s->input_hook = true;
+        return;
+    }
+    json_t *rule = json_object_get(item, "rule");
+    if (!rule || strcmp(json_string_value(json_object_get(rule, "table")) ?: "", r->chain) != 0)
+        return;
+    const char *chain = json_string_value(json_object_get(rule, "chain")) ?: "";
+    json_t *expr = json_object_get(rule, "expr");
+    if (strcmp(chain, r->chain) == 0)
+        s->last_chain_rule = expr;
+    else if (strcmp(chain, "forward") == 0) {
+        s->fwd_in |= expr_is_if_jump(expr, "iifname", r->veth, r->chain);
+        s->fwd_out |= expr_is_if_jump(expr, "oifname", r->veth, r->chain);
+    } else if (strcmp(chain, "input") == 0) {
+        s->input_in |= expr_is_if_jump(expr, "iifname", r->veth, r->chain);
+    }
+}
+
+int ic_fw_nft_check(const char *json, const struct ic_fw_rules *r, ic_err *err)
+{
+    json_error_t jerr;
+    json_t *root = json_loads(json, 0, &jerr);
+    json_t *list = json_object_get(root, "nftables");
+    if (!json_is_array(list)) {
+        json_decref(root);
+        return ic_err_set(err, EINVAL, "cannot read nft's listing of table %s: %s", r->chain,
+                          root ? "unexpected shape" : jerr.text);
+    }
+    struct nft_seen s = {0};
+    size_t i;
+    json_t *item;
+    json_array_foreach(list, i, item)
+        nft_see(item, r, &s);
+    bool drop = s.last_chain_rule && expr_is_drop(s.last_chain_rule);
+    json_decref(root);
+    if (!s.forward_hook || !s.input_hook)
+        return ic_err_set(err, ENOENT, "table %s has no %s base chain", r->chain,
+                          s.forward_hook ? "input" : "forward");
+    if (!s.fwd_in || !s.fwd_out || !s.input_in)
+        return ic_err_set(err, ENOENT, "table %s lacks the %s jump for %s", r->chain,
+                          !s.fwd_in ? "forward iifname" : !s.fwd_out ? "forward oifname" : "input iifname",
+                          r->veth);
+    if (!drop)
+        return ic_err_set(err, ENOENT, "chain %s does not end with drop", r->chain);
+    return 0;
+}
