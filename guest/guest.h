@@ -9,6 +9,7 @@
  *   agent.c      one connection: handshake, poll() loop, dispatch, output
  *   proc.c       exec: spawning, stdin/stdout/stderr, exit, timeouts
  *   files.c      file.put, file.get, file.list
+ *   net.c        the guest side of an opt-in network (address, route)
  *   glog.c       log lines "ironclaw-guest: ..." on stderr (the console)
  *
  * Everything is single-threaded and non-blocking around one poll() loop.
@@ -195,6 +196,7 @@ typedef struct ic_boot_cfg {
     char transport[32];     /* "virtio-serial" or "vsock" */
     unsigned vsock_port;
     bool debug;
+    char net[64];           /* ironclaw.net=ADDR/PREFIX,GATEWAY, "" for none */
 } ic_boot_cfg;
 
 /* Parses the ironclaw.* keys of a kernel command line. */
@@ -206,6 +208,13 @@ void ic_pid1_setup(ic_boot_cfg *cfg);
 int ic_pid1_load_modules(const char *order_file);
 /* Kills everything, syncs, powers off. Never returns. */
 void ic_pid1_poweroff(void) __attribute__((noreturn));
+
+/* ---- net.c ------------------------------------------------------------------ */
+
+/* "10.213.0.3/31,10.213.0.2" into host-order address, prefix and gateway. */
+int ic_guest_net_parse(const char *spec, uint32_t *addr, unsigned *prefix, uint32_t *gw);
+/* Configures the VM's NIC from such a spec; failures are logged. */
+void ic_guest_net_up(const char *spec);
 
 /* ---- transport.c -------------------------------------------------------- */
 
