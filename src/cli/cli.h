@@ -34,6 +34,7 @@ int ic_cmd_ps(int argc, char **argv);
 int ic_cmd_gc(int argc, char **argv);
 int ic_cmd_doctor(int argc, char **argv);
 int ic_cmd_image(int argc, char **argv);
+int ic_cmd_fw(int argc, char **argv);
 
 /* "ironclaw: <message>" on stderr. */
 void ic_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

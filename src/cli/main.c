@@ -22,6 +22,7 @@ static const struct command commands[] = {
     {"gc", ic_cmd_gc, "remove everything left by VMs whose owner died"},
     {"doctor", ic_cmd_doctor, "say what this host offers and which VMM 'auto' picks"},
     {"image", ic_cmd_image, "build or show the guest image"},
+    {"fw", ic_cmd_fw, "list ironclaw's firewall chains, verify a VM's rules"},
 };
 
 static void usage(FILE *out)
