@@ -99,8 +99,11 @@ static int nl_talk(int fd, struct nlmsg *m, struct nlmsg *reply)
         ssize_t got = recv(fd, in.buf, sizeof(in.buf), 0);
         if (got < 0)
             return errno == EAGAIN ? -ETIMEDOUT : -errno;
-        int n = (int)got;
-        for (struct nlmsghdr *h = &in.h; NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
+        size_t left = (size_t)got;
+        for (struct nlmsghdr *h = &in.h;
+             left >= sizeof(*h) && h->nlmsg_len >= sizeof(*h) && h->nlmsg_len <= left;
+             left -= NLMSG_ALIGN(h->nlmsg_len) < left ? NLMSG_ALIGN(h->nlmsg_len) : left,
+             h = (struct nlmsghdr *)((char *)h + NLMSG_ALIGN(h->nlmsg_len))) {
             if (h->nlmsg_type == NLMSG_ERROR) {
                 const struct nlmsgerr *e = NLMSG_DATA(h);
                 return e->error; /* 0: the ack */

@@ -260,7 +260,31 @@ static bool ipt_has_line(const char *save, const char *want)
     return false;
 }
 
+/* The *filter section of an iptables-save text (all of it if none). */
+static char *filter_section(const char *save)
+{
+    const char *start = strstr(save, "*filter\n");
+    if (start && start != save && start[-1] != '\n')
+        start = NULL;
+    if (!start)
+        return strdup(save);
+    const char *end = strstr(start, "\nCOMMIT");
+    return strndup(start, end ? (size_t)(end - start + 1) : strlen(start));
+}
+
+static int ipt_check_filter(const char *save, const struct ic_fw_rules *r, ic_err *err);
+
 int ic_fw_ipt_check(const char *save, const struct ic_fw_rules *r, ic_err *err)
+{
+    char *filter = filter_section(save);
+    if (!filter)
+        return ic_err_set(err, ENOMEM, "out of memory");
+    int rc = ipt_check_filter(filter, r, err);
+    free(filter);
+    return rc;
+}
+
+static int ipt_check_filter(const char *save, const struct ic_fw_rules *r, ic_err *err)
 {
     char want[128];
     const char *jumps[][2] = {{"FORWARD", "-i"}, {"FORWARD", "-o"}, {"INPUT", "-i"}};

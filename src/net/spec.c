@@ -101,9 +101,9 @@ static int parse_entry(const char *text, size_t len, struct ic_net_allow *a, ic_
         a->port = (uint16_t)v;
     }
     if (*p == '/') {
-        if (strcmp(p, "/tcp") == 0)
+        if (strncmp(p, "/tcp", 4) == 0)
             a->proto = IC_NET_PROTO_TCP;
-        else if (strcmp(p, "/udp") == 0)
+        else if (strncmp(p, "/udp", 4) == 0)
             a->proto = IC_NET_PROTO_UDP;
         else
             return ic_err_set(err, EINVAL, "--net allow=%s: the protocol must be /tcp or /udp", buf);
