@@ -34,10 +34,9 @@ const char *ic_net__fault_step(void)
     return v && *v ? v : NULL;
 }
 
-bool ic_net__fault(const char *step)
+bool ic_net__fault(const char *fault, const char *step)
 {
-    const char *v = ic_net__fault_step();
-    return v && strcmp(v, step) == 0;
+    return fault && strcmp(fault, step) == 0;
 }
 
 int ic_net__fault_err(const char *step, ic_err *err)

@@ -299,6 +299,7 @@ bool ic_net__link_exists(const char *ifname)
 
 struct ns_job {
     const char *path;
+    const char *fault;
     int nl_fd, ns_fd;       /* results: netlink socket inside, namespace fd */
     const char *step;       /* the failed step */
     ic_err err;
@@ -328,7 +329,7 @@ static int tap_create(const char *name)
 static void *ns_thread(void *arg)
 {
     struct ns_job *j = arg;
-    if (ic_net__fault("netns")) {
+    if (ic_net__fault(j->fault, "netns")) {
         ic_net__fault_err("netns", &j->err);
         j->step = "netns";
         return NULL;
@@ -356,7 +357,7 @@ static void *ns_thread(void *arg)
         ns_fail(j, "netns", -r, "cannot configure forwarding in the namespace%s", "");
         return NULL;
     }
-    if (ic_net__fault("tap")) {
+    if (ic_net__fault(j->fault, "tap")) {
         ic_net__fault_err("tap", &j->err);
         j->step = "tap";
         return NULL;
@@ -395,7 +396,7 @@ static int host_side(int nl, struct ic_net_links *l, const char **step, ic_err *
     int r = ipv6_off(l->veth);
     if (r < 0)
         return step_err(step, "veth", err, r, "cannot disable IPv6 on %s: %s", l->veth);
-    if (ic_net__fault("addresses"))
+    if (ic_net__fault(l->fault, "addresses"))
         return *step = "addresses", ic_net__fault_err("addresses", err);
     if ((r = nl_addr_add(nl, idx, a->host, 31)) < 0 || (r = nl_link_up(nl, idx)) < 0)
         return step_err(step, "addresses", err, r, "cannot configure %s: %s", l->veth);
@@ -433,7 +434,7 @@ static bool uplink_known(const struct ic_net_links *l, const char *name)
  * address's route). Local destinations and VM links are not uplinks. */
 static int find_uplinks(int nl, struct ic_net_links *l, const char **step, ic_err *err)
 {
-    if (ic_net__fault("uplinks"))
+    if (ic_net__fault(l->fault, "uplinks"))
         return *step = "uplinks", ic_net__fault_err("uplinks", err);
     for (size_t i = 0; i < l->n_allow; i++) {
         const struct ic_net_allow *e = &l->allow[i];
@@ -458,7 +459,7 @@ static int find_uplinks(int nl, struct ic_net_links *l, const char **step, ic_er
 
 int ic_net__links_up(struct ic_net_links *l, const char **step, ic_err *err)
 {
-    struct ns_job job = {.path = l->netns, .nl_fd = -1, .ns_fd = -1};
+    struct ns_job job = {.path = l->netns, .fault = l->fault, .nl_fd = -1, .ns_fd = -1};
     pthread_t th;
     int r = pthread_create(&th, NULL, ns_thread, &job);
     if (r != 0)
@@ -473,7 +474,7 @@ int ic_net__links_up(struct ic_net_links *l, const char **step, ic_err *err)
     _cleanup_close_ int nl = nl_open(err);
     if (nl < 0)
         return *step = "veth", nl;
-    if (ic_net__fault("veth"))
+    if (ic_net__fault(l->fault, "veth"))
         return *step = "veth", ic_net__fault_err("veth", err);
     if ((r = nl_veth_add(nl, l->veth, IC_NET_NS_VETH_NAME, ns_fd)) < 0)
         return step_err(step, "veth", err, r, "cannot create the veth pair %s: %s", l->veth);

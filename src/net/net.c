@@ -132,7 +132,11 @@ int ic_net_new(uv_loop_t *loop, const struct ic_net_spec *spec, ic_state *st, ic
     ic_net_mac(n->id, n->mac);
     n->links.allow = n->spec.allow;
     n->links.n_allow = n->spec.n_allow;
-    n->fault = ic_net__fault_step();
+    const char *fault = ic_net__fault_step();
+    if (fault) {
+        snprintf(n->links.fault, sizeof(n->links.fault), "%s", fault);
+        n->fault = n->links.fault;
+    }
     if (n->fault)
         ic_log_warn("network: TEST-ONLY fault injection: step '%s' will fail (%s)", n->fault,
                     IC_NET_FAULT_ENV);
@@ -214,7 +218,7 @@ static void fail_step(ic_net *n, const char *step, ic_err *cause)
 static void forwarding_work(uv_work_t *w)
 {
     ic_net *n = w->data;
-    if (ic_net__fault("forwarding")) {
+    if (ic_net__fault(n->fault, "forwarding")) {
         ic_net__fault_err("forwarding", &n->err);
         n->failed_step = "forwarding";
         return;
@@ -267,7 +271,7 @@ static void on_firewall(const ic_err *err, void *ud)
 static void links_work(uv_work_t *w)
 {
     ic_net *n = w->data;
-    if (ic_net__fault("pool")) {
+    if (ic_net__fault(n->fault, "pool")) {
         ic_net__fault_err("pool", &n->err);
         n->failed_step = "pool";
         return;

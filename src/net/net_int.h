@@ -43,10 +43,11 @@ int ic_net__nft_run(const char *script, bool json, char **out, ic_err *err);
 
 /* ---- test-only fault injection (fw.c) ----------------------------------------- */
 
-/* The step named in IRONCLAW_TEST_FAIL_NET_STEP, or NULL. */
+/* The step named in IRONCLAW_TEST_FAIL_NET_STEP, or NULL. Read once per
+ * VM network (ic_net_new) and handed down to the steps. */
 const char *ic_net__fault_step(void);
-/* True when that step is `step`. */
-bool ic_net__fault(const char *step);
+/* True when `fault` (the value read above, may be NULL) names `step`. */
+bool ic_net__fault(const char *fault, const char *step);
 /* Fails `step` with a message saying it was injected. */
 int ic_net__fault_err(const char *step, ic_err *err);
 
@@ -55,6 +56,7 @@ int ic_net__fault_err(const char *step, ic_err *err);
 /* Everything the links phase creates, and what it needs to know. */
 struct ic_net_links {
     char vm_id[40];
+    char fault[32];               /* test-only fault step, "" for none */
     char netns[4096];             /* nsfs bind mount */
     char veth[IC_NET_IFNAME_SIZE];
     struct ic_net_addrs addrs;
