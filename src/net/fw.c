@@ -209,10 +209,34 @@ static int ipt_verify(const struct ic_fw_rules *rules, ic_err *err)
 
 /* ---- blocking entry points ---------------------------------------------------------- */
 
+/* True when iptables' FORWARD policy is DROP (docker hosts, hardened
+ * hosts). An nftables accept cannot override a drop in another table, but
+ * iptables' own jumps at the top of FORWARD can. */
+static bool ipt_forward_drops(void)
+{
+    struct ipt_tools t;
+    if (ipt_find(&t, NULL) < 0)
+        return false;
+    _cleanup_free_ char *save = NULL;
+    char *argv[] = {t.save, (char *)"-t", (char *)"filter", NULL};
+    return ipt_run(argv, NULL, &save, NULL) == 0 && strstr(save, "\n:FORWARD DROP ");
+}
+
 int ic_fw_resolve(enum ic_fw_backend requested, enum ic_fw_backend *out, ic_err *err)
 {
+    bool drops = requested != IC_FW_IPTABLES && ipt_forward_drops();
+    if (requested == IC_FW_NFT && drops)
+        ic_log_warn("firewall: iptables' FORWARD policy is DROP on this host: an nftables accept "
+                    "cannot override it, so the VM's allowed traffic will be dropped too; use "
+                    "--firewall iptables (or auto)");
     if (requested != IC_FW_AUTO) {
         *out = requested;
+        return 0;
+    }
+    if (drops) {
+        ic_log_info("firewall: iptables' FORWARD policy is DROP; using iptables, whose jumps "
+                    "come first in FORWARD");
+        *out = IC_FW_IPTABLES;
         return 0;
     }
     ic_err nerr = {0};

@@ -485,6 +485,9 @@ int ic_net__links_up(struct ic_net_links *l, const char **step, ic_err *err)
 
 int ic_net__veth_del(const char *veth, ic_err *err)
 {
+    /* Looking needs no privilege; deleting does, and may not be needed. */
+    if (!ic_net__link_exists(veth))
+        return 0;
     _cleanup_close_ int nl = nl_open(err);
     if (nl < 0)
         return nl;
