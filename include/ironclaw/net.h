@@ -148,19 +148,39 @@ struct ic_fw_rules {
 void ic_fw_rules_init(struct ic_fw_rules *r, const char *vm_id, uint32_t guest,
                       const struct ic_net_allow *allow, size_t n_allow);
 
+/* nftables: every VM's chain lives in one table, `inet ironclaw`, whose
+ * base chains dispatch on the interface through verdict maps (one lookup
+ * per packet however many VMs run). The table's skeleton is created once
+ * (`create table`, so only one ironclaw wins) and removed with the last
+ * VM; each VM is then one transaction in and one out. */
+#define IC_FW_NFT_TABLE "ironclaw"
+/* Serialises creating/removing the shared table against VM additions
+ * across every ironclaw on the host (flock: shared to add, exclusive to
+ * remove the table). */
+#define IC_FW_NFT_LOCK "/run/lock/ironclaw-nftables.lock"
+
 /* The text each backend applies: nft script (one transaction) or
- * iptables-restore input. `fault` (test only, may be NULL) appends a rule
- * the kernel or the tool rejects. Returns a malloc'd string or NULL. */
+ * iptables-restore input. `fault` (test only) adds a rule the kernel or
+ * the tool rejects. Returns a malloc'd string or NULL. */
+char *ic_fw_nft_skeleton_text(void);
 char *ic_fw_nft_add_text(const struct ic_fw_rules *r, bool fault);
-char *ic_fw_nft_del_text(const char *chain);
+/* Removes one VM: r->chain, r->veth and r->guest as read back from its
+ * chain (ic_fw_nft_parse_chain); `guard`: its uplink guard chain exists. */
+char *ic_fw_nft_del_text(const struct ic_fw_rules *r, bool guard);
+/* The listing commands whose JSON ic_fw_nft_check reads. */
+char *ic_fw_nft_check_cmds(const char *chain);
+/* From `list chain` JSON of a VM's chain: its veth and guest address. */
+int ic_fw_nft_parse_chain(const char *json, struct ic_fw_rules *r, ic_err *err);
 char *ic_fw_ipt_add_text(const struct ic_fw_rules *r, bool fault);
 /* iptables deletions for everything that names `chain` in the given
  * iptables-save output (jumps first, then the chains); "" if none. */
 char *ic_fw_ipt_del_text(const char *save, const char *chain);
 
 /* Read-back checks: the jumps from forward (in and out of the veth) and
- * input, and the chain's final drop. nft: `list table` JSON; iptables:
- * `iptables-save -t filter` text. 0, or -ENOENT naming what is missing. */
+ * input, and the chain's final drop. nft: the JSON documents that
+ * ic_fw_nft_check_cmds lists (the chain, the base chains, the maps);
+ * iptables: `iptables-save -t filter` text. 0, or -ENOENT naming what is
+ * missing. */
 int ic_fw_nft_check(const char *json, const struct ic_fw_rules *r, ic_err *err);
 int ic_fw_ipt_check(const char *save, const struct ic_fw_rules *r, ic_err *err);
 

@@ -9,15 +9,19 @@
  */
 #include "net/net_int.h"
 
+#include "ironclaw/buf.h"
 #include "ironclaw/cleanup.h"
 #include "ironclaw/log.h"
 #include "ironclaw/paths.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <jansson.h>
 /* libnftables.h defines _GNU_SOURCE itself; the build already does. */
@@ -51,7 +55,7 @@ int ic_net__fault_err(const char *step, ic_err *err)
  * interface cache, xtables and GMP set-up), and the kernel serialises
  * nf_tables transactions anyway: this lock is the one piece of global
  * state in the network layer, and it guards a library, not ironclaw data. */
-static pthread_mutex_t nft_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t nft_mutex = PTHREAD_MUTEX_INITIALIZER;
 
 static int nft_errno(const char *msg)
 {
@@ -75,11 +79,11 @@ static void nft_error_line(const char *text, char *out, size_t size)
 
 int ic_net__nft_run(const char *script, bool json, char **out, ic_err *err)
 {
-    pthread_mutex_lock(&nft_lock);
+    pthread_mutex_lock(&nft_mutex);
     int r = 0;
     struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
     if (!ctx) {
-        pthread_mutex_unlock(&nft_lock);
+        pthread_mutex_unlock(&nft_mutex);
         return ic_err_set(err, ENOMEM, "cannot create a libnftables context");
     }
     nft_ctx_buffer_output(ctx);
@@ -98,31 +102,144 @@ int ic_net__nft_run(const char *script, bool json, char **out, ic_err *err)
             r = ic_err_set(err, ENOMEM, "out of memory");
     }
     nft_ctx_free(ctx);
-    pthread_mutex_unlock(&nft_lock);
+    pthread_mutex_unlock(&nft_mutex);
     return r;
 }
 
-static int nft_list_table(const char *chain, char **json, ic_err *err)
+/* ---- the shared table ------------------------------------------------------ */
+
+/* flock on IC_FW_NFT_LOCK: shared while adding a VM, exclusive (and not
+ * waiting) to remove the table, so the table never goes while a VM is
+ * being added to it. Returns the descriptor, or -1 (then nothing is
+ * serialised: the table is simply not removed). */
+static int nft_lock(int how)
 {
-    char cmd[80];
-    snprintf(cmd, sizeof(cmd), "list table inet %s", chain);
-    return ic_net__nft_run(cmd, true, json, err);
+    const char *path = IC_FW_NFT_LOCK;
+    if (access("/run/lock", W_OK) != 0)
+        path = "/run/ironclaw-nftables.lock";
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return -1;
+    while (flock(fd, how) < 0) {
+        if (errno != EINTR) {
+            close(fd);
+            return -1;
+        }
+    }
+    return fd;
 }
 
-static int nft_remove(const char *chain, ic_err *err)
+static int nft_add(const struct ic_fw_rules *r, bool fault, ic_err *err)
 {
-    _cleanup_free_ char *text = ic_fw_nft_del_text(chain);
+    _cleanup_free_ char *text = ic_fw_nft_add_text(r, fault);
     if (!text)
         return ic_err_set(err, ENOMEM, "out of memory");
+    _cleanup_close_ int lock = nft_lock(LOCK_SH);
+    if (lock < 0)
+        return ic_err_sys(err, errno ? errno : EIO, "cannot take %s", IC_FW_NFT_LOCK);
+    int rc = ic_net__nft_run(text, false, NULL, err);
+    if (rc != -ENOENT)
+        return rc;
+    /* No table yet (or a missing object): create the skeleton, once on
+     * the host ("create" fails if another ironclaw was first), and retry. */
+    _cleanup_free_ char *skel = ic_fw_nft_skeleton_text();
+    ic_err serr = {0};
+    if (!skel)
+        return ic_err_set(err, ENOMEM, "out of memory");
+    int sr = ic_net__nft_run(skel, false, NULL, &serr);
+    if (sr < 0 && sr != -EEXIST) {
+        *err = serr;
+        return ic_err_wrap(err, "creating table inet %s", IC_FW_NFT_TABLE);
+    }
     return ic_net__nft_run(text, false, NULL, err);
 }
 
-static int nft_verify(const struct ic_fw_rules *r, ic_err *err)
+/* Chains of the shared table whose names ironclaw makes, counted. */
+struct chain_count {
+    int n;
+};
+
+static int count_vm_chain(enum ic_fw_backend b, const char *chain, void *ud)
+{
+    ((struct chain_count *)ud)->n++;
+    return 0;
+}
+
+static int list_nft(ic_fw_chain_fn fn, void *ud, ic_err *err);
+
+/* After the last VM: the table goes, unless a VM is being added. */
+static void nft_drop_table_if_unused(void)
+{
+    struct chain_count c = {0};
+    if (list_nft(count_vm_chain, &c, NULL) < 0 || c.n > 0)
+        return;
+    _cleanup_close_ int lock = nft_lock(LOCK_EX | LOCK_NB);
+    if (lock < 0)
+        return; /* someone is adding a VM: the table stays for it */
+    c.n = 0;
+    if (list_nft(count_vm_chain, &c, NULL) < 0 || c.n > 0)
+        return;
+    ic_net__nft_run("delete table inet " IC_FW_NFT_TABLE, false, NULL, NULL);
+}
+
+static bool nft_chain_exists(const char *chain, char **json, ic_err *err)
+{
+    char cmd[96];
+    snprintf(cmd, sizeof(cmd), "list chain inet " IC_FW_NFT_TABLE " %s", chain);
+    return ic_net__nft_run(cmd, true, json, err) == 0;
+}
+
+/* Idempotent: what the VM's chain says (its veth, its guest) is what goes. */
+static int nft_remove(const char *chain, ic_err *err)
 {
     _cleanup_free_ char *json = NULL;
-    int rc = nft_list_table(r->chain, &json, err);
+    ic_err lerr = {0};
+    if (!nft_chain_exists(chain, &json, &lerr)) {
+        if (lerr.code != ENOENT)
+            return *err = lerr, -lerr.code;
+        return 0; /* nothing of it (one transaction added it all) */
+    }
+    struct ic_fw_rules r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.chain, sizeof(r.chain), "%s", chain);
+    int rc = ic_fw_nft_parse_chain(json, &r, err);
+    if (rc < 0)
+        return rc;
+    char guard[IC_NET_CHAIN_SIZE + 8];
+    snprintf(guard, sizeof(guard), "%s_guard", chain);
+    _cleanup_free_ char *gjson = NULL;
+    bool has_guard = nft_chain_exists(guard, &gjson, NULL);
+    _cleanup_free_ char *text = ic_fw_nft_del_text(&r, has_guard);
+    if (!text)
+        return ic_err_set(err, ENOMEM, "out of memory");
+    rc = ic_net__nft_run(text, false, NULL, err);
     if (rc == 0)
-        rc = ic_fw_nft_check(json, r, err);
+        nft_drop_table_if_unused();
+    return rc;
+}
+
+/* One listing per object: nft 1.0's cache filter keeps only one chain and
+ * one map per run, so the commands run one by one and their JSON
+ * documents are checked together. */
+static int nft_verify(const struct ic_fw_rules *r, ic_err *err)
+{
+    _cleanup_free_ char *cmds = ic_fw_nft_check_cmds(r->chain);
+    if (!cmds)
+        return ic_err_set(err, ENOMEM, "out of memory");
+    ic_buf all = IC_BUF_INIT;
+    int rc = 0;
+    for (char *save = NULL, *cmd = strtok_r(cmds, "\n", &save); cmd && rc == 0;
+         cmd = strtok_r(NULL, "\n", &save)) {
+        _cleanup_free_ char *json = NULL;
+        rc = ic_net__nft_run(cmd, true, &json, err);
+        if (rc == 0 && (ic_buf_append(&all, json, strlen(json)) < 0 || ic_buf_append_u8(&all, '\n') < 0))
+            rc = ic_err_set(err, ENOMEM, "out of memory");
+    }
+    if (rc == 0 && ic_buf_append_u8(&all, 0) < 0)
+        rc = ic_err_set(err, ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = ic_fw_nft_check((const char *)ic_buf_head(&all), r, err);
+    ic_buf_free(&all);
     return rc;
 }
 
@@ -239,9 +356,10 @@ int ic_fw_resolve(enum ic_fw_backend requested, enum ic_fw_backend *out, ic_err 
         *out = IC_FW_IPTABLES;
         return 0;
     }
+    /* A cheap question nf_tables answers: the table, or "no such table". */
     ic_err nerr = {0};
-    _cleanup_free_ char *tables = NULL;
-    if (ic_net__nft_run("list tables", false, &tables, &nerr) == 0) {
+    int pr = ic_net__nft_run("list table inet " IC_FW_NFT_TABLE, false, NULL, &nerr);
+    if (pr == 0 || pr == -ENOENT) {
         *out = IC_FW_NFT;
         return 0;
     }
@@ -271,18 +389,22 @@ int ic_fw_verify_blocking(enum ic_fw_backend b, const struct ic_fw_rules *r, ic_
 static int list_nft(ic_fw_chain_fn fn, void *ud, ic_err *err)
 {
     _cleanup_free_ char *json = NULL;
-    int r = ic_net__nft_run("list tables", true, &json, err);
-    if (r < 0)
+    ic_err lerr = {0};
+    int r = ic_net__nft_run("list chains inet", true, &json, &lerr);
+    if (r < 0) {
+        if (err)
+            *err = lerr;
         return r;
-    json_t *root = json_loads(json, 0, NULL);
+    }
+    json_t *root = json_loads(json, JSON_DISABLE_EOF_CHECK, NULL);
     json_t *list = json_object_get(root, "nftables");
     size_t i;
     json_t *item;
     json_array_foreach(list, i, item) {
-        json_t *t = json_object_get(item, "table");
-        const char *fam = json_string_value(json_object_get(t, "family"));
-        const char *name = json_string_value(json_object_get(t, "name"));
-        if (fam && name && strcmp(fam, "inet") == 0 && ic_net_chain_valid(name) &&
+        json_t *c = json_object_get(item, "chain");
+        const char *table = json_string_value(json_object_get(c, "table"));
+        const char *name = json_string_value(json_object_get(c, "name"));
+        if (table && name && strcmp(table, IC_FW_NFT_TABLE) == 0 && ic_net_chain_valid(name) &&
             (r = fn(IC_FW_NFT, name, ud)) < 0)
             break;
     }
@@ -375,13 +497,7 @@ static void nft_work(uv_work_t *w)
             op_fail(op, NULL, &e);
         return;
     }
-    _cleanup_free_ char *text = ic_fw_nft_add_text(&op->rules, op->fault_firewall);
-    if (!text) {
-        ic_err_set(&e, ENOMEM, "out of memory");
-        op_fail(op, "firewall", &e);
-        return;
-    }
-    if (ic_net__nft_run(text, false, NULL, &e) < 0)
+    if (nft_add(&op->rules, op->fault_firewall, &e) < 0)
         op_fail(op, "firewall", &e);
     else if (op->fault_verify)
         op_fail(op, NULL, (ic_net__fault_err("verify", &e), &e));

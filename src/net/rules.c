@@ -67,68 +67,104 @@ void ic_fw_rules_init(struct ic_fw_rules *r, const char *vm_id, uint32_t guest,
 
 /* ---- nftables ------------------------------------------------------------ */
 
-static void nft_allow(struct text *t, const struct ic_fw_rules *r, const struct ic_net_allow *a)
+#define T IC_FW_NFT_TABLE
+
+/* The shared part: maps from interface to verdict (jump to the VM's
+ * chain), the guests' addresses to masquerade, and the base chains. */
+char *ic_fw_nft_skeleton_text(void)
+{
+    struct text t = {IC_BUF_INIT, false};
+    put(&t, "create table inet " T "\n");
+    put(&t, "add map inet " T " fwd_in { type ifname : verdict; }\n");
+    put(&t, "add map inet " T " fwd_out { type ifname : verdict; }\n");
+    put(&t, "add map inet " T " inp { type ifname : verdict; }\n");
+    put(&t, "add set inet " T " guests { type ipv4_addr; }\n");
+    put(&t, "add chain inet " T " forward { type filter hook forward priority filter - 10; policy accept; }\n");
+    put(&t, "add chain inet " T " input { type filter hook input priority filter - 10; policy accept; }\n");
+    put(&t, "add chain inet " T " postrouting { type nat hook postrouting priority srcnat; policy accept; }\n");
+    put(&t, "add rule inet " T " forward iifname vmap @fwd_in\n");
+    put(&t, "add rule inet " T " forward oifname vmap @fwd_out\n");
+    put(&t, "add rule inet " T " input iifname vmap @inp\n");
+    /* Only what the forward chain let through reaches postrouting. */
+    put(&t, "add rule inet " T " postrouting ip saddr @guests masquerade\n");
+    return text_take(&t);
+}
+
+static void nft_allow(struct text *t, const char *tc, const struct ic_net_allow *a)
 {
     char net[24];
     cidr(a, net);
-    const char *tc = r->chain;
     const char *proto = a->proto == IC_NET_PROTO_TCP ? "tcp" : "udp";
     if (a->port && a->proto == IC_NET_PROTO_ANY)
-        put(t, "add rule inet %s %s ip daddr %s meta l4proto { tcp, udp } th dport %u accept\n",
-            tc, tc, net, a->port);
+        put(t, "add rule inet " T " %s ip daddr %s meta l4proto { tcp, udp } th dport %u accept\n",
+            tc, net, a->port);
     else if (a->port)
-        put(t, "add rule inet %s %s ip daddr %s %s dport %u accept\n", tc, tc, net, proto, a->port);
+        put(t, "add rule inet " T " %s ip daddr %s %s dport %u accept\n", tc, net, proto, a->port);
     else if (a->proto != IC_NET_PROTO_ANY)
-        put(t, "add rule inet %s %s ip daddr %s meta l4proto %s accept\n", tc, tc, net, proto);
+        put(t, "add rule inet " T " %s ip daddr %s meta l4proto %s accept\n", tc, net, proto);
     else
-        put(t, "add rule inet %s %s ip daddr %s accept\n", tc, tc, net);
+        put(t, "add rule inet " T " %s ip daddr %s accept\n", tc, net);
 }
 
-/* One table per VM, named like its chain: adding and removing a VM are
- * single transactions that touch nothing shared. */
+/* One VM, one transaction: its chain (replies; nothing towards the VM or
+ * from a guarded uplink; no spoofing; nothing for the host itself; the
+ * allow-list; drop), its uplink guard if any, and the map elements that
+ * hook it in. */
 char *ic_fw_nft_add_text(const struct ic_fw_rules *r, bool fault)
 {
     struct text t = {IC_BUF_INIT, false};
     const char *tc = r->chain, *v = r->veth;
     char guest[16];
     ic_net_ip_format(r->guest, guest);
-    put(&t, "add table inet %s\n", tc);
-    put(&t, "add chain inet %s %s\n", tc, tc);
-    put(&t, "add chain inet %s forward { type filter hook forward priority filter - 10; policy accept; }\n", tc);
-    put(&t, "add chain inet %s input { type filter hook input priority filter - 10; policy accept; }\n", tc);
-    put(&t, "add chain inet %s postrouting { type nat hook postrouting priority srcnat; policy accept; }\n", tc);
-    /* The chain: replies, then nothing towards the VM or from a guarded
-     * uplink, no spoofing, nothing for the host itself, the allow-list,
-     * and drop. */
-    put(&t, "add rule inet %s %s ct state established,related accept\n", tc, tc);
-    put(&t, "add rule inet %s %s iifname != \"%s\" drop\n", tc, tc, v);
-    put(&t, "add rule inet %s %s ip saddr != %s drop\n", tc, tc, guest);
-    put(&t, "add rule inet %s %s fib daddr type local drop\n", tc, tc);
+    put(&t, "add chain inet " T " %s\n", tc);
+    put(&t, "add rule inet " T " %s ct state established,related accept\n", tc);
+    put(&t, "add rule inet " T " %s iifname != \"%s\" drop\n", tc, v);
+    put(&t, "add rule inet " T " %s ip saddr != %s drop\n", tc, guest);
+    put(&t, "add rule inet " T " %s fib daddr type local drop\n", tc);
     for (size_t i = 0; i < r->n_allow; i++)
-        nft_allow(&t, r, &r->allow[i]);
-    put(&t, "add rule inet %s %s drop\n", tc, tc);
-    /* The jumps. */
-    put(&t, "add rule inet %s forward iifname \"%s\" jump %s\n", tc, v, tc);
-    put(&t, "add rule inet %s forward oifname \"%s\" jump %s\n", tc, v, tc);
-    for (size_t i = 0; i < r->n_guard; i++)
-        put(&t, "add rule inet %s forward iifname \"%s\" jump %s\n", tc, r->guard[i], tc);
-    put(&t, "add rule inet %s input iifname \"%s\" jump %s\n", tc, v, tc);
-    for (size_t i = 0; i < r->n_allow; i++) {
-        char net[24];
-        cidr(&r->allow[i], net);
-        put(&t, "add rule inet %s postrouting ip saddr %s ip daddr %s masquerade\n", tc, guest, net);
+        nft_allow(&t, tc, &r->allow[i]);
+    put(&t, "add rule inet " T " %s drop\n", tc);
+    /* An uplink is shared by VMs, so its guard cannot be a map element:
+     * a base chain of the VM's own drops what arrives there unasked. */
+    if (r->n_guard) {
+        put(&t, "add chain inet " T " %s_guard { type filter hook forward priority filter - 11; "
+            "policy accept; }\n", tc);
+        for (size_t i = 0; i < r->n_guard; i++) {
+            put(&t, "add rule inet " T " %s_guard iifname \"%s\" ct state established,related accept\n",
+                tc, r->guard[i]);
+            put(&t, "add rule inet " T " %s_guard iifname \"%s\" drop\n", tc, r->guard[i]);
+        }
     }
+    put(&t, "add element inet " T " fwd_in { \"%s\" : jump %s }\n", v, tc);
+    put(&t, "add element inet " T " fwd_out { \"%s\" : jump %s }\n", v, tc);
+    put(&t, "add element inet " T " inp { \"%s\" : jump %s }\n", v, tc);
+    put(&t, "add element inet " T " guests { %s }\n", guest);
     if (fault)
-        put(&t, "add rule inet %s %s jump " FAULT_CHAIN "\n", tc, tc);
+        put(&t, "add rule inet " T " %s jump " FAULT_CHAIN "\n", tc);
     return text_take(&t);
 }
 
-/* `add` then `delete`: the same transaction succeeds whether or not the
- * table exists, so removal is idempotent. */
-char *ic_fw_nft_del_text(const char *chain)
+char *ic_fw_nft_del_text(const struct ic_fw_rules *r, bool guard)
 {
     struct text t = {IC_BUF_INIT, false};
-    put(&t, "add table inet %s\ndelete table inet %s\n", chain, chain);
+    char guest[16];
+    ic_net_ip_format(r->guest, guest);
+    put(&t, "delete element inet " T " fwd_in { \"%s\" }\n", r->veth);
+    put(&t, "delete element inet " T " fwd_out { \"%s\" }\n", r->veth);
+    put(&t, "delete element inet " T " inp { \"%s\" }\n", r->veth);
+    put(&t, "delete element inet " T " guests { %s }\n", guest);
+    if (guard)
+        put(&t, "flush chain inet " T " %s_guard\ndelete chain inet " T " %s_guard\n", r->chain, r->chain);
+    put(&t, "flush chain inet " T " %s\ndelete chain inet " T " %s\n", r->chain, r->chain);
+    return text_take(&t);
+}
+
+char *ic_fw_nft_check_cmds(const char *chain)
+{
+    struct text t = {IC_BUF_INIT, false};
+    put(&t, "list chain inet " T " %s\n", chain);
+    put(&t, "list chain inet " T " forward\nlist chain inet " T " input\n");
+    put(&t, "list map inet " T " fwd_in\nlist map inet " T " fwd_out\nlist map inet " T " inp\n");
     return text_take(&t);
 }
 
@@ -307,20 +343,59 @@ static int ipt_check_filter(const char *save, const struct ic_fw_rules *r, ic_er
     return 0;
 }
 
-/* nft JSON: {"nftables": [{"table": ...}, {"chain": ...}, {"rule": ...}]} */
+/* nft JSON: one or more documents {"nftables": [{"chain": ...}, {"rule":
+ * ...}, {"map": ...}]}, concatenated. */
 
-static bool expr_is_if_jump(json_t *expr, const char *key, const char *ifname, const char *target)
+typedef void (*nft_item_fn)(json_t *item, void *ud);
+
+static int nft_each_item(const char *json, nft_item_fn fn, void *ud, ic_err *err)
 {
-    if (json_array_size(expr) != 2)
-        return false;
-    json_t *m = json_object_get(json_array_get(expr, 0), "match");
-    json_t *j = json_object_get(json_array_get(expr, 1), "jump");
-    const char *op = json_string_value(json_object_get(m, "op"));
-    const char *k = json_string_value(json_object_get(json_object_get(json_object_get(m, "left"), "meta"), "key"));
-    const char *right = json_string_value(json_object_get(m, "right"));
-    const char *tgt = json_string_value(json_object_get(j, "target"));
-    return op && k && right && tgt && strcmp(op, "==") == 0 && strcmp(k, key) == 0 &&
-           strcmp(right, ifname) == 0 && strcmp(tgt, target) == 0;
+    size_t len = strlen(json), off = 0;
+    int docs = 0;
+    while (off < len) {
+        while (off < len && (json[off] == ' ' || json[off] == '\n' || json[off] == '\t'))
+            off++;
+        if (off >= len)
+            break;
+        json_error_t jerr;
+        json_t *root = json_loadb(json + off, len - off, JSON_DISABLE_EOF_CHECK, &jerr);
+        json_t *list = json_object_get(root, "nftables");
+        if (!json_is_array(list)) {
+            json_decref(root);
+            return ic_err_set(err, EINVAL, "cannot read nft's listing: %s",
+                              root ? "unexpected shape" : jerr.text);
+        }
+        size_t i;
+        json_t *item;
+        json_array_foreach(list, i, item)
+            fn(item, ud);
+        json_decref(root);
+        off += jerr.position;
+        docs++;
+    }
+    return docs ? 0 : ic_err_set(err, EINVAL, "nft listed nothing");
+}
+
+static const char *match_right(json_t *expr_item, const char *op, const char *meta_key,
+                               const char *payload_field)
+{
+    json_t *m = json_object_get(expr_item, "match");
+    const char *o = json_string_value(json_object_get(m, "op"));
+    json_t *left = json_object_get(m, "left");
+    if (!o || strcmp(o, op) != 0)
+        return NULL;
+    if (meta_key) {
+        const char *k = json_string_value(json_object_get(json_object_get(left, "meta"), "key"));
+        if (!k || strcmp(k, meta_key) != 0)
+            return NULL;
+    } else {
+        json_t *pl = json_object_get(left, "payload");
+        const char *f = json_string_value(json_object_get(pl, "field"));
+        const char *pr = json_string_value(json_object_get(pl, "protocol"));
+        if (!f || !pr || strcmp(pr, "ip") != 0 || strcmp(f, payload_field) != 0)
+            return NULL;
+    }
+    return json_string_value(json_object_get(m, "right"));
 }
 
 static bool expr_is_drop(json_t *expr)
@@ -330,64 +405,141 @@ static bool expr_is_drop(json_t *expr)
            json_object_get(e, "drop");
 }
 
+static bool expr_is_vmap(json_t *expr, const char *key, const char *map)
+{
+    json_t *v = json_object_get(json_array_get(expr, 0), "vmap");
+    const char *k = json_string_value(json_object_get(json_object_get(json_object_get(v, "key"), "meta"), "key"));
+    const char *d = json_string_value(json_object_get(v, "data"));
+    char want[32];
+    snprintf(want, sizeof(want), "@%s", map);
+    return json_array_size(expr) == 1 && k && d && strcmp(k, key) == 0 && strcmp(d, want) == 0;
+}
+
+/* Does a map's element list hold ifname -> jump target? */
+static bool map_has(json_t *map, const char *ifname, const char *target)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(map, "elem"), i, e) {
+        const char *k = json_string_value(json_array_get(e, 0));
+        const char *t = json_string_value(json_object_get(json_object_get(json_array_get(e, 1), "jump"), "target"));
+        if (k && t && strcmp(k, ifname) == 0 && strcmp(t, target) == 0)
+            return true;
+    }
+    return false;
+}
+
 struct nft_seen {
+    const struct ic_fw_rules *r;
     bool forward_hook, input_hook;
-    bool fwd_in, fwd_out, input_in;
-    json_t *last_chain_rule;
+    bool fwd_in_rule, fwd_out_rule, inp_rule;
+    bool fwd_in, fwd_out, inp;
+    bool chain;
+    bool last_is_drop;
 };
 
-static void nft_see(json_t *item, const struct ic_fw_rules *r, struct nft_seen *s)
+static void nft_see(json_t *item, void *ud)
 {
+    struct nft_seen *s = ud;
+    const struct ic_fw_rules *r = s->r;
     json_t *c = json_object_get(item, "chain");
+    const char *table;
     if (c) {
+        table = json_string_value(json_object_get(c, "table")) ?: "";
         const char *name = json_string_value(json_object_get(c, "name")) ?: "";
         const char *hook = json_string_value(json_object_get(c, "hook")) ?: "";
-        if (strcmp(name, "forward") == 0 && strcmp(hook, "forward") == 0)
-            s->forward_hook = true;
-        if (strcmp(name, "input") == 0 && strcmp(hook, "input") == 0)
-            s->input_hook = true;
+        if (strcmp(table, IC_FW_NFT_TABLE) != 0)
+            return;
+        s->forward_hook |= strcmp(name, "forward") == 0 && strcmp(hook, "forward") == 0;
+        s->input_hook |= strcmp(name, "input") == 0 && strcmp(hook, "input") == 0;
+        s->chain |= strcmp(name, r->chain) == 0;
+        return;
+    }
+    json_t *m = json_object_get(item, "map");
+    if (m) {
+        const char *name = json_string_value(json_object_get(m, "name")) ?: "";
+        if (strcmp(json_string_value(json_object_get(m, "table")) ?: "", IC_FW_NFT_TABLE) != 0)
+            return;
+        if (strcmp(name, "fwd_in") == 0)
+            s->fwd_in = map_has(m, r->veth, r->chain);
+        else if (strcmp(name, "fwd_out") == 0)
+            s->fwd_out = map_has(m, r->veth, r->chain);
+        else if (strcmp(name, "inp") == 0)
+            s->inp = map_has(m, r->veth, r->chain);
         return;
     }
     json_t *rule = json_object_get(item, "rule");
-    if (!rule || strcmp(json_string_value(json_object_get(rule, "table")) ?: "", r->chain) != 0)
+    if (!rule || strcmp(json_string_value(json_object_get(rule, "table")) ?: "", IC_FW_NFT_TABLE) != 0)
         return;
     const char *chain = json_string_value(json_object_get(rule, "chain")) ?: "";
     json_t *expr = json_object_get(rule, "expr");
-    if (strcmp(chain, r->chain) == 0)
-        s->last_chain_rule = expr;
-    else if (strcmp(chain, "forward") == 0) {
-        s->fwd_in |= expr_is_if_jump(expr, "iifname", r->veth, r->chain);
-        s->fwd_out |= expr_is_if_jump(expr, "oifname", r->veth, r->chain);
+    if (strcmp(chain, r->chain) == 0) {
+        s->last_is_drop = expr_is_drop(expr);
+    } else if (strcmp(chain, "forward") == 0) {
+        s->fwd_in_rule |= expr_is_vmap(expr, "iifname", "fwd_in");
+        s->fwd_out_rule |= expr_is_vmap(expr, "oifname", "fwd_out");
     } else if (strcmp(chain, "input") == 0) {
-        s->input_in |= expr_is_if_jump(expr, "iifname", r->veth, r->chain);
+        s->inp_rule |= expr_is_vmap(expr, "iifname", "inp");
     }
 }
 
 int ic_fw_nft_check(const char *json, const struct ic_fw_rules *r, ic_err *err)
 {
-    json_error_t jerr;
-    json_t *root = json_loads(json, 0, &jerr);
-    json_t *list = json_object_get(root, "nftables");
-    if (!json_is_array(list)) {
-        json_decref(root);
-        return ic_err_set(err, EINVAL, "cannot read nft's listing of table %s: %s", r->chain,
-                          root ? "unexpected shape" : jerr.text);
-    }
-    struct nft_seen s = {0};
-    size_t i;
-    json_t *item;
-    json_array_foreach(list, i, item)
-        nft_see(item, r, &s);
-    bool drop = s.last_chain_rule && expr_is_drop(s.last_chain_rule);
-    json_decref(root);
+    struct nft_seen s = {.r = r};
+    int rc = nft_each_item(json, nft_see, &s, err);
+    if (rc < 0)
+        return rc;
     if (!s.forward_hook || !s.input_hook)
-        return ic_err_set(err, ENOENT, "table %s has no %s base chain", r->chain,
+        return ic_err_set(err, ENOENT, "table inet %s has no %s base chain", IC_FW_NFT_TABLE,
                           s.forward_hook ? "input" : "forward");
-    if (!s.fwd_in || !s.fwd_out || !s.input_in)
-        return ic_err_set(err, ENOENT, "table %s lacks the %s jump for %s", r->chain,
-                          !s.fwd_in ? "forward iifname" : !s.fwd_out ? "forward oifname" : "input iifname",
-                          r->veth);
-    if (!drop)
+    if (!s.fwd_in_rule || !s.fwd_out_rule || !s.inp_rule)
+        return ic_err_set(err, ENOENT, "table inet %s lacks its %s dispatch rule", IC_FW_NFT_TABLE,
+                          !s.fwd_in_rule ? "forward iifname" : !s.fwd_out_rule ? "forward oifname"
+                                                                                : "input iifname");
+    if (!s.chain)
+        return ic_err_set(err, ENOENT, "chain %s does not exist", r->chain);
+    if (!s.fwd_in || !s.fwd_out || !s.inp)
+        return ic_err_set(err, ENOENT, "the %s jump for %s to %s is not in its map", !s.fwd_in ?
+                          "forward iifname" : !s.fwd_out ? "forward oifname" : "input iifname",
+                          r->veth, r->chain);
+    if (!s.last_is_drop)
         return ic_err_set(err, ENOENT, "chain %s does not end with drop", r->chain);
+    return 0;
+}
+
+struct nft_parse {
+    struct ic_fw_rules *r;
+    bool veth, guest;
+};
+
+static void nft_parse_see(json_t *item, void *ud)
+{
+    struct nft_parse *p = ud;
+    json_t *rule = json_object_get(item, "rule");
+    if (!rule || strcmp(json_string_value(json_object_get(rule, "chain")) ?: "", p->r->chain) != 0)
+        return;
+    json_t *e = json_array_get(json_object_get(rule, "expr"), 0);
+    const char *v = match_right(e, "!=", "iifname", NULL);
+    if (v && strlen(v) < IC_NET_IFNAME_SIZE) {
+        snprintf(p->r->veth, sizeof(p->r->veth), "%s", v);
+        p->veth = true;
+    }
+    const char *g = match_right(e, "!=", NULL, "saddr");
+    unsigned a, b, c, d;
+    if (g && sscanf(g, "%u.%u.%u.%u", &a, &b, &c, &d) == 4 && a < 256 && b < 256 && c < 256 && d < 256) {
+        p->r->guest = a << 24 | b << 16 | c << 8 | d;
+        p->guest = true;
+    }
+}
+
+int ic_fw_nft_parse_chain(const char *json, struct ic_fw_rules *r, ic_err *err)
+{
+    struct nft_parse p = {.r = r};
+    int rc = nft_each_item(json, nft_parse_see, &p, err);
+    if (rc < 0)
+        return rc;
+    if (!p.veth || !p.guest)
+        return ic_err_set(err, EINVAL, "chain %s does not look like an ironclaw VM chain "
+                          "(no veth or guest address in it)", r->chain);
     return 0;
 }

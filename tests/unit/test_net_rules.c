@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "ironclaw/buf.h"
 #include "ironclaw/net.h"
 
 #include <errno.h>
@@ -52,47 +53,71 @@ static void want_order(const char *text, const char *first, const char *second)
 
 /* ---- nft ----------------------------------------------------------------- */
 
+#define TB "inet " IC_FW_NFT_TABLE " "
+
+static void test_nft_skeleton(void **state)
+{
+    char *t = ic_fw_nft_skeleton_text();
+    assert_non_null(t);
+    /* "create", not "add": of two ironclaws creating it, one fails and uses the other's. */
+    want_line(t, "create table inet " IC_FW_NFT_TABLE);
+    want_line(t, "add map " TB "fwd_in { type ifname : verdict; }");
+    want_line(t, "add map " TB "fwd_out { type ifname : verdict; }");
+    want_line(t, "add map " TB "inp { type ifname : verdict; }");
+    want_line(t, "add set " TB "guests { type ipv4_addr; }");
+    want_line(t, "add chain " TB "forward { type filter hook forward priority filter - 10; policy accept; }");
+    want_line(t, "add chain " TB "input { type filter hook input priority filter - 10; policy accept; }");
+    want_line(t, "add chain " TB "postrouting { type nat hook postrouting priority srcnat; policy accept; }");
+    want_line(t, "add rule " TB "forward iifname vmap @fwd_in");
+    want_line(t, "add rule " TB "forward oifname vmap @fwd_out");
+    want_line(t, "add rule " TB "input iifname vmap @inp");
+    want_line(t, "add rule " TB "postrouting ip saddr @guests masquerade");
+    free(t);
+}
+
 static void test_nft_add(void **state)
 {
     struct ic_fw_rules r;
     rules_for(&r, "allow=10.214.1.2:8080/tcp,10.0.0.0/8:53,192.168.0.0/16/udp,1.2.3.4");
-    snprintf(r.guard[r.n_guard++], IC_NET_IFNAME_SIZE, "eth0");
     char *t = ic_fw_nft_add_text(&r, false);
     assert_non_null(t);
-    const char *T = r.chain;
+    const char *C = r.chain;
     char line[256];
 #define L(...) (snprintf(line, sizeof(line), __VA_ARGS__), line)
-    want_line(t, L("add table inet %s", T));
-    want_line(t, L("add chain inet %s forward { type filter hook forward priority filter - 10; policy accept; }", T));
-    want_line(t, L("add chain inet %s input { type filter hook input priority filter - 10; policy accept; }", T));
-    want_line(t, L("add chain inet %s postrouting { type nat hook postrouting priority srcnat; policy accept; }", T));
-    want_line(t, L("add rule inet %s %s ct state established,related accept", T, T));
-    want_line(t, L("add rule inet %s %s iifname != \"%s\" drop", T, T, r.veth));
-    want_line(t, L("add rule inet %s %s ip saddr != 10.213.0.3 drop", T, T));
-    want_line(t, L("add rule inet %s %s fib daddr type local drop", T, T));
-    want_line(t, L("add rule inet %s %s ip daddr 10.214.1.2/32 tcp dport 8080 accept", T, T));
-    want_line(t, L("add rule inet %s %s ip daddr 10.0.0.0/8 meta l4proto { tcp, udp } th dport 53 accept", T, T));
-    want_line(t, L("add rule inet %s %s ip daddr 192.168.0.0/16 meta l4proto udp accept", T, T));
-    want_line(t, L("add rule inet %s %s ip daddr 1.2.3.4/32 accept", T, T));
-    want_line(t, L("add rule inet %s %s drop", T, T));
-    want_line(t, L("add rule inet %s forward iifname \"%s\" jump %s", T, r.veth, T));
-    want_line(t, L("add rule inet %s forward oifname \"%s\" jump %s", T, r.veth, T));
-    want_line(t, L("add rule inet %s forward iifname \"eth0\" jump %s", T, T));
-    want_line(t, L("add rule inet %s input iifname \"%s\" jump %s", T, r.veth, T));
-    want_line(t, L("add rule inet %s postrouting ip saddr 10.213.0.3 ip daddr 10.214.1.2/32 masquerade", T));
-    /* Replies first, the allow-list after the drops that protect it, the
-     * final drop last in the chain, and jumps only to a complete chain. */
+    want_line(t, L("add chain " TB "%s", C));
+    want_line(t, L("add rule " TB "%s ct state established,related accept", C));
+    want_line(t, L("add rule " TB "%s iifname != \"%s\" drop", C, r.veth));
+    want_line(t, L("add rule " TB "%s ip saddr != 10.213.0.3 drop", C));
+    want_line(t, L("add rule " TB "%s fib daddr type local drop", C));
+    want_line(t, L("add rule " TB "%s ip daddr 10.214.1.2/32 tcp dport 8080 accept", C));
+    want_line(t, L("add rule " TB "%s ip daddr 10.0.0.0/8 meta l4proto { tcp, udp } th dport 53 accept", C));
+    want_line(t, L("add rule " TB "%s ip daddr 192.168.0.0/16 meta l4proto udp accept", C));
+    want_line(t, L("add rule " TB "%s ip daddr 1.2.3.4/32 accept", C));
+    want_line(t, L("add rule " TB "%s drop", C));
+    want_line(t, L("add element " TB "fwd_in { \"%s\" : jump %s }", r.veth, C));
+    want_line(t, L("add element " TB "fwd_out { \"%s\" : jump %s }", r.veth, C));
+    want_line(t, L("add element " TB "inp { \"%s\" : jump %s }", r.veth, C));
+    want_line(t, L("add element " TB "guests { 10.213.0.3 }"));
+    /* Replies first, the drops that protect the allow-list before it, the
+     * final drop last, and the elements (the hooks) after the chain. */
     char first[256], drop[256];
-    snprintf(first, sizeof(first), "add rule inet %s %s ct state established,related accept", T, T);
-    snprintf(drop, sizeof(drop), "add rule inet %s %s drop", T, T);
-    want_order(t, first, L("add rule inet %s %s fib daddr type local drop", T, T));
-    want_order(t, L("add rule inet %s %s fib daddr type local drop", T, T),
-               L("add rule inet %s %s ip daddr 1.2.3.4/32 accept", T, T));
-    want_order(t, L("add rule inet %s %s ip daddr 1.2.3.4/32 accept", T, T), drop);
-    want_order(t, drop, L("add rule inet %s forward iifname \"%s\" jump %s", T, r.veth, T));
+    snprintf(first, sizeof(first), "add rule " TB "%s ct state established,related accept", C);
+    snprintf(drop, sizeof(drop), "add rule " TB "%s drop", C);
+    want_order(t, first, L("add rule " TB "%s fib daddr type local drop", C));
+    want_order(t, L("add rule " TB "%s fib daddr type local drop", C), L("add rule " TB "%s ip daddr 1.2.3.4/32 accept", C));
+    want_order(t, L("add rule " TB "%s ip daddr 1.2.3.4/32 accept", C), drop);
+    want_order(t, drop, L("add element " TB "fwd_in { \"%s\" : jump %s }", r.veth, C));
+    assert_null(strstr(t, "_guard"));
     assert_null(strstr(t, "fault"));
     free(t);
-    /* The fault: a jump to a chain that does not exist, at the end. */
+    /* An uplink guard: a base chain of the VM's own. */
+    snprintf(r.guard[r.n_guard++], IC_NET_IFNAME_SIZE, "eth0");
+    t = ic_fw_nft_add_text(&r, false);
+    want_line(t, L("add chain " TB "%s_guard { type filter hook forward priority filter - 11; policy accept; }", C));
+    want_line(t, L("add rule " TB "%s_guard iifname \"eth0\" ct state established,related accept", C));
+    want_line(t, L("add rule " TB "%s_guard iifname \"eth0\" drop", C));
+    free(t);
+    /* The fault: a jump to a chain that does not exist. */
     t = ic_fw_nft_add_text(&r, true);
     assert_non_null(strstr(t, "jump IRONCLAW_fault_injected\n"));
     free(t);
@@ -101,65 +126,119 @@ static void test_nft_add(void **state)
 
 static void test_nft_del(void **state)
 {
-    char *t = ic_fw_nft_del_text("IRONCLAW_0123456789abcdef");
-    assert_string_equal(t, "add table inet IRONCLAW_0123456789abcdef\n"
-                           "delete table inet IRONCLAW_0123456789abcdef\n");
+    struct ic_fw_rules r;
+    rules_for(&r, "allow=10.214.1.2");
+    char *t = ic_fw_nft_del_text(&r, false);
+    char want[1024];
+    snprintf(want, sizeof(want),
+             "delete element " TB "fwd_in { \"%1$s\" }\n"
+             "delete element " TB "fwd_out { \"%1$s\" }\n"
+             "delete element " TB "inp { \"%1$s\" }\n"
+             "delete element " TB "guests { 10.213.0.3 }\n"
+             "flush chain " TB "%2$s\ndelete chain " TB "%2$s\n", r.veth, r.chain);
+    assert_string_equal(t, want);
+    free(t);
+    t = ic_fw_nft_del_text(&r, true);
+    char g[128];
+    snprintf(g, sizeof(g), "flush chain " TB "%s_guard\ndelete chain " TB "%s_guard\n", r.chain, r.chain);
+    assert_non_null(strstr(t, g));
     free(t);
 }
 
-/* A listing like `nft -j list table inet T`, with parts left out on request. */
-static json_t *if_jump(const struct ic_fw_rules *r, const char *chain, const char *key, int handle)
+/* Listings like nft's, as the check reads them (several documents). */
+static json_t *doc(json_t *items)
 {
-    return json_pack("{s:{s:s, s:s, s:s, s:i, s:[{s:{s:s, s:{s:{s:s}}, s:s}}, {s:{s:s}}]}}", "rule",
-                     "family", "inet", "table", r->chain, "chain", chain, "handle", handle, "expr",
-                     "match", "op", "==", "left", "meta", "key", key, "right", r->veth, "jump",
-                     "target", r->chain);
+    json_array_insert_new(items, 0, json_pack("{s:{s:s}}", "metainfo", "version", "1.0.6"));
+    return json_pack("{s:o}", "nftables", items);
 }
 
-static json_t *base_chain(const struct ic_fw_rules *r, const char *name)
+static json_t *rule(const char *chain, json_t *expr)
 {
-    return json_pack("{s:{s:s, s:s, s:s, s:s, s:s, s:i, s:s}}", "chain", "family", "inet", "table",
-                     r->chain, "name", name, "type", "filter", "hook", name, "prio", -10, "policy",
-                     "accept");
+    return json_pack("{s:{s:s, s:s, s:s, s:o}}", "rule", "family", "inet", "table", IC_FW_NFT_TABLE,
+                     "chain", chain, "expr", expr);
 }
 
-static json_t *chain_rule(const struct ic_fw_rules *r, json_t *expr, int handle)
+static json_t *chain_item(const char *name, const char *hook)
 {
-    return json_pack("{s:{s:s, s:s, s:s, s:i, s:o}}", "rule", "family", "inet", "table", r->chain,
-                     "chain", r->chain, "handle", handle, "expr", expr);
+    json_t *c = json_pack("{s:s, s:s, s:s}", "family", "inet", "table", IC_FW_NFT_TABLE, "name", name);
+    if (hook) {
+        json_object_set_new(c, "type", json_string("filter"));
+        json_object_set_new(c, "hook", json_string(hook));
+        json_object_set_new(c, "prio", json_integer(-10));
+        json_object_set_new(c, "policy", json_string("accept"));
+    }
+    return json_pack("{s:o}", "chain", c);
 }
 
-static char *nft_json(const struct ic_fw_rules *r, bool fwd_in, bool fwd_out, bool input,
-                      bool final_drop, bool input_chain)
+static json_t *vmap_rule(const char *chain, const char *key, const char *map)
 {
-    json_t *l = json_array();
-    json_array_append_new(l, json_pack("{s:{s:s}}", "metainfo", "version", "1.0.6"));
-    json_array_append_new(l, json_pack("{s:{s:s, s:s}}", "table", "family", "inet", "name", r->chain));
-    json_array_append_new(l, json_pack("{s:{s:s, s:s, s:s}}", "chain", "family", "inet", "table",
-                                       r->chain, "name", r->chain));
-    json_array_append_new(l, base_chain(r, "forward"));
-    if (input_chain)
-        json_array_append_new(l, base_chain(r, "input"));
-    json_array_append_new(l, chain_rule(r, json_pack("[{s:{s:s, s:{s:{s:s}}, s:[s,s]}}, {s:n}]",
-                                                     "match", "op", "in", "left", "ct", "key", "state",
-                                                     "right", "established", "related", "accept"), 5));
-    json_array_append_new(l, chain_rule(r, json_pack("[{s:{s:s, s:{s:{s:s, s:s}}, s:s}}, {s:n}]",
-                                                     "match", "op", "==", "left", "payload", "protocol",
-                                                     "ip", "field", "daddr", "right", "10.214.1.2",
-                                                     "accept"), 9));
-    if (final_drop)
-        json_array_append_new(l, chain_rule(r, json_pack("[{s:n}]", "drop"), 11));
-    if (fwd_in)
-        json_array_append_new(l, if_jump(r, "forward", "iifname", 12));
-    if (fwd_out)
-        json_array_append_new(l, if_jump(r, "forward", "oifname", 13));
-    if (input)
-        json_array_append_new(l, if_jump(r, "input", "iifname", 14));
-    json_t *root = json_pack("{s:o}", "nftables", l);
-    char *text = json_dumps(root, 0);
-    json_decref(root);
-    assert_non_null(text);
-    return text;
+    char data[32];
+    snprintf(data, sizeof(data), "@%s", map);
+    return rule(chain, json_pack("[{s:{s:{s:{s:s}}, s:s}}]", "vmap", "key", "meta", "key", key, "data", data));
+}
+
+static json_t *map_item(const char *name, const struct ic_fw_rules *r, bool with_vm)
+{
+    json_t *elems = json_array();
+    json_array_append_new(elems, json_pack("[s, {s:{s:s}}]", "icffffffffffff0", "jump", "target",
+                                           "IRONCLAW_ffffffffffffffff"));
+    if (with_vm)
+        json_array_append_new(elems, json_pack("[s, {s:{s:s}}]", r->veth, "jump", "target", r->chain));
+    return json_pack("{s:{s:s, s:s, s:s, s:s, s:s, s:o}}", "map", "family", "inet", "name", name,
+                     "table", IC_FW_NFT_TABLE, "type", "ifname", "map", "verdict", "elem", elems);
+}
+
+enum { NO_FWD_IN = 1, NO_FWD_OUT = 2, NO_INP = 4, NO_DROP = 8, NO_INPUT_CHAIN = 16,
+       NO_DISPATCH = 32, NO_CHAIN = 64, DROP_NOT_LAST = 128 };
+
+static char *nft_json(const struct ic_fw_rules *r, int missing)
+{
+    json_t *docs[6];
+    json_t *c = json_array();
+    if (!(missing & NO_CHAIN)) {
+        json_array_append_new(c, chain_item(r->chain, NULL));
+        json_array_append_new(c, rule(r->chain, json_pack("[{s:{s:s, s:{s:{s:s}}, s:[s,s]}}, {s:n}]",
+                                                          "match", "op", "in", "left", "ct", "key", "state",
+                                                          "right", "established", "related", "accept")));
+        json_array_append_new(c, rule(r->chain, json_pack("[{s:{s:s, s:{s:{s:s}}, s:s}}, {s:n}]", "match", "op",
+                                                          "!=", "left", "meta", "key", "iifname", "right",
+                                                          r->veth, "drop")));
+        json_array_append_new(c, rule(r->chain, json_pack("[{s:{s:s, s:{s:{s:s, s:s}}, s:s}}, {s:n}]", "match",
+                                                          "op", "!=", "left", "payload", "protocol", "ip",
+                                                          "field", "saddr", "right", "10.213.0.3", "drop")));
+        if (!(missing & NO_DROP))
+            json_array_append_new(c, rule(r->chain, json_pack("[{s:n}]", "drop")));
+        if (missing & DROP_NOT_LAST)
+            json_array_append_new(c, rule(r->chain, json_pack("[{s:n}]", "accept")));
+    }
+    docs[0] = doc(c);
+    json_t *f = json_array();
+    json_array_append_new(f, chain_item("forward", "forward"));
+    if (!(missing & NO_DISPATCH))
+        json_array_append_new(f, vmap_rule("forward", "iifname", "fwd_in"));
+    json_array_append_new(f, vmap_rule("forward", "oifname", "fwd_out"));
+    docs[1] = doc(f);
+    json_t *in = json_array();
+    if (!(missing & NO_INPUT_CHAIN)) {
+        json_array_append_new(in, chain_item("input", "input"));
+        json_array_append_new(in, vmap_rule("input", "iifname", "inp"));
+    }
+    docs[2] = doc(in);
+    json_t *m1 = json_array(), *m2 = json_array(), *m3 = json_array();
+    json_array_append_new(m1, map_item("fwd_in", r, !(missing & NO_FWD_IN)));
+    json_array_append_new(m2, map_item("fwd_out", r, !(missing & NO_FWD_OUT)));
+    json_array_append_new(m3, map_item("inp", r, !(missing & NO_INP)));
+    docs[3] = doc(m1), docs[4] = doc(m2), docs[5] = doc(m3);
+    ic_buf all = IC_BUF_INIT;
+    for (int i = 0; i < 6; i++) {
+        char *text = json_dumps(docs[i], 0);
+        ic_buf_append(&all, text, strlen(text));
+        ic_buf_append_u8(&all, '\n');
+        free(text);
+        json_decref(docs[i]);
+    }
+    ic_buf_append_u8(&all, 0);
+    return (char *)all.data;
 }
 
 static void test_nft_check(void **state)
@@ -167,28 +246,38 @@ static void test_nft_check(void **state)
     struct ic_fw_rules r;
     rules_for(&r, "allow=10.214.1.2");
     ic_err err = {0};
-    char *j = nft_json(&r, true, true, true, true, true);
+    char *j = nft_json(&r, 0);
     assert_int_equal(ic_fw_nft_check(j, &r, &err), 0);
+    /* The chain's listing also gives the veth and guest back (removal). */
+    struct ic_fw_rules back;
+    memset(&back, 0, sizeof(back));
+    snprintf(back.chain, sizeof(back.chain), "%s", r.chain);
+    assert_int_equal(ic_fw_nft_parse_chain(j, &back, &err), 0);
+    assert_string_equal(back.veth, r.veth);
+    assert_int_equal(back.guest, r.guest);
     free(j);
-    struct { bool in, out, input, drop, ichain; const char *want; } cases[] = {
-        {false, true, true, true, true, "forward iifname"},
-        {true, false, true, true, true, "forward oifname"},
-        {true, true, false, true, true, "input iifname"},
-        {true, true, true, false, true, "does not end with drop"},
-        {true, true, true, true, false, "no input base chain"},
+    struct { int missing; const char *want; } cases[] = {
+        {NO_FWD_IN, "forward iifname jump"},
+        {NO_FWD_OUT, "forward oifname jump"},
+        {NO_INP, "input iifname jump"},
+        {NO_DROP, "does not end with drop"},
+        {DROP_NOT_LAST, "does not end with drop"},
+        {NO_INPUT_CHAIN, "no input base chain"},
+        {NO_DISPATCH, "forward iifname dispatch"},
+        {NO_CHAIN, "does not exist"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        j = nft_json(&r, cases[i].in, cases[i].out, cases[i].input, cases[i].drop, cases[i].ichain);
+        j = nft_json(&r, cases[i].missing);
         ic_err_clear(&err);
         assert_int_equal(ic_fw_nft_check(j, &r, &err), -ENOENT);
         if (!strstr(err.msg, cases[i].want))
             fail_msg("case %zu: '%s' does not say '%s'", i, err.msg, cases[i].want);
         free(j);
     }
-    /* Someone else's veth in the jump does not count. */
+    /* Another VM's elements do not count for this one. */
     struct ic_fw_rules other = r;
-    snprintf(other.veth, sizeof(other.veth), "icffffffffffff0");
-    j = nft_json(&r, true, true, true, true, true);
+    snprintf(other.veth, sizeof(other.veth), "ic0000000000000");
+    j = nft_json(&r, 0);
     assert_int_equal(ic_fw_nft_check(j, &other, &err), -ENOENT);
     free(j);
     assert_int_equal(ic_fw_nft_check("not json", &r, &err), -EINVAL);
@@ -345,6 +434,7 @@ static void test_ipt_check(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_nft_skeleton),
         cmocka_unit_test(test_nft_add),
         cmocka_unit_test(test_nft_del),
         cmocka_unit_test(test_nft_check),
