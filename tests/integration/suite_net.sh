@@ -68,6 +68,26 @@ EOF
   on_exit "kill $! 2>/dev/null"
 }
 
+# A UDP sink in a namespace: logs the source of every datagram to LOG.
+udp_sink() {
+  local ns=$1 addr=$2 port=$3 log=$4
+  ip netns exec "$ns" "$PY" - "$addr" "$port" "$log" >/dev/null 2>&1 <<'EOF' &
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+while True:
+    data, peer = s.recvfrom(2048)
+    with open(sys.argv[3], "a") as f:
+        f.write(peer[0] + "\n")
+EOF
+  on_exit "kill $! 2>/dev/null"
+}
+
+# udp_probe NS ADDR PORT: one datagram from a test host.
+udp_probe() {
+  ip netns exec "$1" "$PY" -c 'import socket,sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"probe", (sys.argv[1], int(sys.argv[2])))' "$2" "$3" 2>/dev/null
+}
+
 # testhost ROLE N: namespace ictest-ROLE-$$ with 10.214.N.2/30, the host
 # side 10.214.N.1/30 on veth ict<R>$$ (R: ROLE's first letter).
 testhost() {
@@ -78,7 +98,8 @@ testhost() {
   on_exit "ip link del $h 2>/dev/null"
   ip addr add "10.214.$n.1/30" dev "$h" && ip link set "$h" up &&
     ip -n "$ns" addr add "10.214.$n.2/30" dev "${h}p" && ip -n "$ns" link set "${h}p" up &&
-    ip -n "$ns" link set lo up || fail "cannot configure test host $ns"
+    ip -n "$ns" link set lo up && ip -n "$ns" route add default via "10.214.$n.1" ||
+    fail "cannot configure test host $ns"
 }
 
 # Nothing of VM id $1 is left: chain (both backends), veth, namespace
@@ -210,6 +231,7 @@ net_egress() { BACKEND=$1; need_net "$1"
   serve ictest-allow-$$ 10.214.1.2 8081 srv-allow-other "$W/allow2.log"
   serve ictest-deny-$$ 10.214.2.2 8080 srv-deny "$W/deny.log"
   serve - 0.0.0.0 18080 srv-host "$W/host.log"
+  udp_sink ictest-deny-$$ 10.214.2.2 9999 "$W/sink.log"
   local fwd_before; fwd_before=$(cat "/proc/sys/net/ipv4/conf/icta$$/forwarding")
   sleep 0.3
   "$IC" "${EXEC[@]}" --name "it-egress-$1" -n --firewall "$1" \
@@ -223,6 +245,18 @@ net_egress() { BACKEND=$1; need_net "$1"
     sleep 0.25
   done
   grep -q '^checks-done$' "$W/checks" || fail "$1: the guest checks did not finish: $(peek "$W/checks") $(peek "$W/e")"
+  # ironclaw switched forwarding on for the uplink (it was off): its guard
+  # must keep the host from forwarding anything else that arrives there,
+  # such as a datagram from one test host to the other.
+  # (The host's own datagram shows the sink works.)
+  "$PY" -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"control", ("10.214.2.2", 9999))'
+  udp_probe ictest-allow-$$ 10.214.2.2 9999
+  sleep 0.5
+  grep -qx 10.214.2.1 "$W/sink.log" 2>/dev/null || bad "$1: the UDP sink did not see the host's control datagram"
+  grep -qx 10.214.1.2 "$W/sink.log" 2>/dev/null &&
+    bad "$1: the host forwarded a datagram from the uplink to another test host (guard missing)"
+  [ "$fwd_before" = 1 ] || [ "$(cat "/proc/sys/net/ipv4/conf/icta$$/forwarding")" = 1 ] ||
+    bad "$1: forwarding on the uplink icta$$ is not on while the VM runs"
   ic "$W/verify" "$W/verify.err" 20 fw verify "it-egress-$1"
   [ "$RC" = 0 ] || bad "$1: fw verify: status $RC: $(peek "$W/verify.err")"
   ic "$W/list.json" "$W/list.err" 20 fw list --json
