@@ -301,6 +301,24 @@ static int bench_backend(const struct opts *o, enum ic_fw_backend b, FILE *json)
     return rc;
 }
 
+/* iptables-nft creates its built-in tables on first use and leaves them,
+ * empty, behind: the ones this run created go again if they hold no rule. */
+static bool nft_table_exists(const char *fam_name)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "nft list table %s >/dev/null 2>&1", fam_name);
+    return system(cmd) == 0;
+}
+
+static void drop_empty_table(const char *fam_name)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "nft list table %s 2>/dev/null | grep -qE 'jump|accept |drop|masquerade' "
+             "|| nft delete table %s 2>/dev/null", fam_name, fam_name);
+    if (system(cmd) != 0)
+        fprintf(stderr, "bench_fw: could not remove the empty table %s\n", fam_name);
+}
+
 static int parse_int(const char *s, int *out)
 {
     char *end;
@@ -339,6 +357,7 @@ int main(int argc, char **argv)
     /* Ctrl-C waits for the current step; the cleanup then runs. */
     signal(SIGPIPE, SIG_IGN);
     int rc = 0;
+    bool had_filter = nft_table_exists("ip filter"), had_nat = nft_table_exists("ip nat");
     printf("{");
     bool first = true;
     enum ic_fw_backend list[2] = {IC_FW_NFT, IC_FW_IPTABLES};
@@ -354,5 +373,9 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     printf("}\n");
+    if (o.iptables && !had_filter && nft_table_exists("ip filter"))
+        drop_empty_table("ip filter");
+    if (o.iptables && !had_nat && nft_table_exists("ip nat"))
+        drop_empty_table("ip nat");
     return rc;
 }
