@@ -219,8 +219,11 @@ static int bench_backend(const struct opts *o, enum ic_fw_backend b, FILE *json)
     uv_loop_init(&loop);
     size_t total = (size_t)o->runs + (size_t)o->vms + (size_t)o->concurrent;
     struct added a = {calloc(total, sizeof(struct ic_fw_rules)), calloc(total, sizeof(bool)), total};
-    if (!a.r || !a.live)
+    if (!a.r || !a.live) {
+        free(a.r);
+        free(a.live);
         return -1;
+    }
     for (size_t i = 0; i < total; i++)
         fake(&a.r[i], i);
     const char *name = ic_fw_backend_name(b);
@@ -334,13 +337,11 @@ int main(int argc, char **argv)
     struct opts o = {.runs = 20, .vms = 1000, .concurrent = 100, .nft = true, .iptables = true};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--runs") == 0 && v && parse_int(v, &o.runs) == 0)
+        int *num = strcmp(a, "--runs") == 0 ? &o.runs : strcmp(a, "--vms") == 0 ? &o.vms
+                 : strcmp(a, "--concurrent") == 0 ? &o.concurrent : NULL;
+        if (num && v && parse_int(v, num) == 0) {
             i++;
-        else if (strcmp(a, "--vms") == 0 && v && parse_int(v, &o.vms) == 0)
-            i++;
-        else if (strcmp(a, "--concurrent") == 0 && v && parse_int(v, &o.concurrent) == 0)
-            i++;
-        else if (strcmp(a, "--backend") == 0 && v) {
+        } else if (strcmp(a, "--backend") == 0 && v) {
             o.nft = strcmp(v, "nft") == 0 || strcmp(v, "both") == 0;
             o.iptables = strcmp(v, "iptables") == 0 || strcmp(v, "both") == 0;
             i++;
@@ -361,7 +362,7 @@ int main(int argc, char **argv)
     printf("{");
     bool first = true;
     enum ic_fw_backend list[2] = {IC_FW_NFT, IC_FW_IPTABLES};
-    bool want[2] = {o.nft, o.iptables};
+    const bool want[2] = {o.nft, o.iptables};
     for (int k = 0; k < 2; k++) {
         if (!want[k])
             continue;

@@ -207,8 +207,7 @@ static int nft_remove(const char *chain, ic_err *err)
         return rc;
     char guard[IC_NET_CHAIN_SIZE + 8];
     snprintf(guard, sizeof(guard), "%s_guard", chain);
-    _cleanup_free_ char *gjson = NULL;
-    bool has_guard = nft_chain_exists(guard, &gjson, NULL);
+    bool has_guard = nft_chain_exists(guard, NULL, NULL);
     _cleanup_free_ char *text = ic_fw_nft_del_text(&r, has_guard);
     if (!text)
         return ic_err_set(err, ENOMEM, "out of memory");
@@ -232,7 +231,8 @@ static int nft_verify(const struct ic_fw_rules *r, ic_err *err)
          cmd = strtok_r(NULL, "\n", &save)) {
         _cleanup_free_ char *json = NULL;
         rc = ic_net__nft_run(cmd, true, &json, err);
-        if (rc == 0 && (ic_buf_append(&all, json, strlen(json)) < 0 || ic_buf_append_u8(&all, '\n') < 0))
+        if (rc == 0 && (!json || ic_buf_append(&all, json, strlen(json)) < 0 ||
+                        ic_buf_append_u8(&all, '\n') < 0))
             rc = ic_err_set(err, ENOMEM, "out of memory");
     }
     if (rc == 0 && ic_buf_append_u8(&all, 0) < 0)
@@ -254,12 +254,11 @@ static int ipt_find(struct ipt_tools *t, ic_err *err)
 {
     if (ic_net__find_program("iptables-restore", t->restore, sizeof(t->restore)) < 0)
         return ic_err_set(err, ENOENT, "iptables-restore is not installed (Debian package iptables)");
-    snprintf(t->save, sizeof(t->save), "%s", t->restore);
-    char *dash = strrchr(t->save, '-');
+    const char *dash = strrchr(t->restore, '-');
     if (!dash || strcmp(dash, "-restore") != 0 ||
-        (size_t)(dash - t->save) + sizeof("-save") > sizeof(t->save))
+        snprintf(t->save, sizeof(t->save), "%.*s-save", (int)(dash - t->restore), t->restore) >=
+            (int)sizeof(t->save))
         return ic_err_set(err, ENOENT, "cannot find iptables-save beside %s", t->restore);
-    strcpy(dash, "-save");
     return 0;
 }
 
@@ -336,7 +335,7 @@ static bool ipt_forward_drops(void)
         return false;
     _cleanup_free_ char *save = NULL;
     char *argv[] = {t.save, (char *)"-t", (char *)"filter", NULL};
-    return ipt_run(argv, NULL, &save, NULL) == 0 && strstr(save, "\n:FORWARD DROP ");
+    return ipt_run(argv, NULL, &save, NULL) == 0 && save && strstr(save, "\n:FORWARD DROP ");
 }
 
 int ic_fw_resolve(enum ic_fw_backend requested, enum ic_fw_backend *out, ic_err *err)
@@ -477,7 +476,7 @@ static void op_finish(struct fw_op *op)
     done(failed ? &err : NULL, ud);
 }
 
-static void op_fail(struct fw_op *op, const char *step, ic_err *cause)
+static void op_fail(struct fw_op *op, const char *step, const ic_err *cause)
 {
     if (op->failed)
         return;

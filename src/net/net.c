@@ -203,7 +203,7 @@ static void fail(ic_net *n, const ic_err *cause)
     }
 }
 
-static void fail_step(ic_net *n, const char *step, ic_err *cause)
+static void fail_step(ic_net *n, const char *step, const ic_err *cause)
 {
     ic_err e = *cause;
     /* Messages from the steps already start with their name when they

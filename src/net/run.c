@@ -161,16 +161,16 @@ static int pump(struct child *c, const char *input, ic_buf *out, ic_buf *errb, u
                 c->in = -1;
             }
         }
-        int *fds[2] = {&c->out, &c->err};
-        int idx[2] = {oo, eo};
+        int *ends[2] = {&c->out, &c->err};
+        const int idx[2] = {oo, eo};
         ic_buf *bufs[2] = {out, errb};
         for (int k = 0; k < 2; k++) {
             if (idx[k] < 0 || !pf[idx[k]].revents)
                 continue;
-            int r = read_into(*fds[k], bufs[k]);
+            int r = read_into(*ends[k], bufs[k]);
             if (r <= 0) {
-                close(*fds[k]);
-                *fds[k] = -1;
+                close(*ends[k]);
+                *ends[k] = -1;
                 if (r < 0)
                     return r;
             }
