@@ -25,8 +25,10 @@
  * cleans up after a crashed owner.
  *
  * Threads: setup runs as a state machine on the caller's libuv loop;
- * blocking work (netlink, libnftables, locked files) goes to the thread
- * pool and programs (iptables-restore, iptables-save) through uv_spawn.
+ * blocking work (netlink, libnftables, locked files, and the iptables
+ * tools, started with posix_spawn) goes to the thread pool: starting a
+ * program with uv_spawn blocks the loop for the fork and the child's exec
+ * (~5 ms each on this kind of host; docs/network.md).
  * The functions marked "blocking" are for the thread pool or the CLI.
  */
 #ifndef IRONCLAW_NET_H
@@ -188,8 +190,9 @@ int ic_fw_ipt_check(const char *save, const struct ic_fw_rules *r, ic_err *err);
  * libnftables, else iptables when iptables-restore is installed. Blocking. */
 int ic_fw_resolve(enum ic_fw_backend requested, enum ic_fw_backend *out, ic_err *err);
 
-/* Applies a VM's rules in one transaction (nft: in the thread pool;
- * iptables: iptables-restore through uv_spawn), then reads them back.
+/* Applies a VM's rules in one transaction (in the thread pool: nft
+ * through libnftables, iptables through iptables-restore), then reads
+ * them back.
  * On failure whatever was applied is removed again before done runs;
  * err names the step ("firewall" or "verify"). fault_step: the test-only
  * IRONCLAW_TEST_FAIL_NET_STEP value, or NULL. */

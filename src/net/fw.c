@@ -1,8 +1,8 @@
 /*
  * fw.c - the two firewall backends behind one interface (net.h):
- * nftables through libnftables (in the thread pool) and iptables through
- * iptables-restore/iptables-save (uv_spawn on the loop, or blocking in the
- * reaper and the CLI). Adding a VM applies its rules in one transaction
+ * nftables through libnftables and iptables through iptables-restore and
+ * iptables-save (posix_spawn), both in the thread pool when called from the
+ * loop, directly in the reaper and the CLI. Adding a VM applies its rules in one transaction
  * and reads them back; any failure removes what was applied before the
  * caller hears of it. Also: which backend `auto` means, listing every
  * IRONCLAW_ chain, and the test-only fault injection.
@@ -450,31 +450,25 @@ int ic_fw_list(enum ic_fw_backend b, ic_fw_chain_fn fn, void *ud, ic_err *err)
 
 /* ---- asynchronous add and remove ------------------------------------------------------ */
 
+/* Both backends run in the thread pool: libnftables calls block, and so
+ * does starting a program (fork and the wait for its exec: ~5 ms per
+ * uv_spawn on this kind of host, so 100 VMs' iptables runs stalled the
+ * loop for seconds). posix_spawn from a pool thread blocks only that
+ * thread. */
+
 enum fw_kind { OP_ADD, OP_REMOVE };
 
 struct fw_op {
-    uv_loop_t *loop;
     enum fw_kind kind;
     enum ic_fw_backend backend;
     struct ic_fw_rules rules;
     bool fault_firewall, fault_verify;
-    struct ipt_tools tools;
     uv_work_t work;
     ic_err err;            /* the failure reported to done */
     bool failed;
     ic_fw_done_fn done;
     void *ud;
 };
-
-static void op_finish(struct fw_op *op)
-{
-    ic_fw_done_fn done = op->done;
-    void *ud = op->ud;
-    ic_err err = op->err;
-    bool failed = op->failed;
-    free(op);
-    done(failed ? &err : NULL, ud);
-}
 
 static void op_fail(struct fw_op *op, const char *step, const ic_err *cause)
 {
@@ -486,164 +480,73 @@ static void op_fail(struct fw_op *op, const char *step, const ic_err *cause)
         ic_err_wrap(&op->err, "%s", step);
 }
 
-/* nftables: everything in one pool job; the add is one transaction. */
-static void nft_work(uv_work_t *w)
+static int ipt_add(const struct ic_fw_rules *r, bool fault, ic_err *err)
+{
+    struct ipt_tools t;
+    int rc = ipt_find(&t, err);
+    if (rc < 0)
+        return rc;
+    _cleanup_free_ char *text = ic_fw_ipt_add_text(r, fault);
+    if (!text)
+        return ic_err_set(err, ENOMEM, "out of memory");
+    char *argv[] = IPT_RESTORE_ARGV(&t);
+    return ipt_run(argv, text, NULL, err);
+}
+
+/* Apply, read back, and on any failure remove what may have been applied
+ * (iptables-restore commits table by table). */
+static void add_work(struct fw_op *op)
+{
+    ic_err e = {0};
+    const struct ic_fw_rules *r = &op->rules;
+    bool nft = op->backend == IC_FW_NFT;
+    if ((nft ? nft_add(r, op->fault_firewall, &e) : ipt_add(r, op->fault_firewall, &e)) < 0)
+        op_fail(op, "firewall", &e);
+    else if (op->fault_verify)
+        op_fail(op, NULL, (ic_net__fault_err("verify", &e), &e));
+    else if ((nft ? nft_verify(r, &e) : ipt_verify(r, &e)) < 0)
+        op_fail(op, "verify", &e);
+    if (!op->failed)
+        return;
+    ic_err re = {0};
+    if ((nft ? nft_remove(r->chain, &re) : ipt_remove(r->chain, &re)) < 0)
+        ic_log_error("firewall: rolling back %s: %s", r->chain, re.msg);
+}
+
+static void fw_work(uv_work_t *w)
 {
     struct fw_op *op = w->data;
     ic_err e = {0};
-    if (op->kind == OP_REMOVE) {
-        if (nft_remove(op->rules.chain, &e) < 0)
-            op_fail(op, NULL, &e);
-        return;
-    }
-    if (nft_add(&op->rules, op->fault_firewall, &e) < 0)
-        op_fail(op, "firewall", &e);
-    else if (op->fault_verify)
-        op_fail(op, NULL, (ic_net__fault_err("verify", &e), &e));
-    else if (nft_verify(&op->rules, &e) < 0)
-        op_fail(op, "verify", &e);
-    if (op->failed) {
-        ic_err re = {0};
-        if (nft_remove(op->rules.chain, &re) < 0)
-            ic_log_error("firewall: rolling back %s: %s", op->rules.chain, re.msg);
-    }
+    if (op->kind == OP_ADD)
+        add_work(op);
+    else if (ic_fw_remove_blocking(op->backend, op->rules.chain, &e) < 0)
+        op_fail(op, NULL, &e);
 }
 
-static void nft_after(uv_work_t *w, int status)
+static void fw_after(uv_work_t *w, int status)
 {
-    op_finish(w->data);
+    struct fw_op *op = w->data;
+    ic_fw_done_fn done = op->done;
+    void *ud = op->ud;
+    ic_err err = op->err;
+    bool failed = op->failed;
+    free(op);
+    done(failed ? &err : NULL, ud);
 }
 
-/* iptables: restore, save -t filter (check), and on failure save + delete. */
-static void ipt_rollback(struct fw_op *op);
-
-static void ipt_spawn(struct fw_op *op, char *const argv[], const char *input, ic_net_run_fn fn,
-                      const char *step)
+static int op_queue(uv_loop_t *loop, struct fw_op *op, ic_err *err)
 {
-    ic_err e = {0};
-    if (ic_net__run(op->loop, argv, input, fn, op, &e) < 0) {
-        op_fail(op, step, &e);
-        if (op->kind == OP_ADD && strcmp(step, "firewall rollback") != 0)
-            ipt_rollback(op);
-        else
-            op_finish(op);
-    }
-}
-
-static void on_rollback_restored(int status, const char *out, const char *errout, const ic_err *err,
-                                 void *ud)
-{
-    struct fw_op *op = ud;
-    ic_err e = {0};
-    if (err || status != 0) {
-        if (err)
-            e = *err;
-        else
-            ipt_tool_error("iptables-restore", status, errout, &e);
-        if (op->kind == OP_REMOVE)
-            op_fail(op, NULL, &e);
-        else
-            ic_log_error("firewall: rolling back %s: %s", op->rules.chain, e.msg);
-    }
-    op_finish(op);
-}
-
-static void on_rollback_saved(int status, const char *out, const char *errout, const ic_err *err,
-                              void *ud)
-{
-    struct fw_op *op = ud;
-    ic_err e = {0};
-    if (err || status != 0) {
-        if (err)
-            e = *err;
-        else
-            ipt_tool_error("iptables-save", status, errout, &e);
-        if (op->kind == OP_REMOVE)
-            op_fail(op, NULL, &e);
-        else
-            ic_log_error("firewall: rolling back %s: %s", op->rules.chain, e.msg);
-        op_finish(op);
-        return;
-    }
-    _cleanup_free_ char *del = ic_fw_ipt_del_text(out, op->rules.chain);
-    if (!del || !del[0]) {
-        op_finish(op);
-        return;
-    }
-    char *argv[] = IPT_RESTORE_ARGV(&op->tools);
-    ipt_spawn(op, argv, del, on_rollback_restored, "firewall rollback");
-}
-
-/* Removal (and rollback): what iptables-save shows of the chain goes. */
-static void ipt_rollback(struct fw_op *op)
-{
-    char *argv[] = {op->tools.save, NULL};
-    ipt_spawn(op, argv, NULL, on_rollback_saved, "firewall rollback");
-}
-
-static void on_verify_saved(int status, const char *out, const char *errout, const ic_err *err,
-                            void *ud)
-{
-    struct fw_op *op = ud;
-    ic_err e = {0};
-    if (err)
-        op_fail(op, "verify", (e = *err, &e));
-    else if (status != 0)
-        op_fail(op, "verify", (ipt_tool_error("iptables-save", status, errout, &e), &e));
-    else if (op->fault_verify)
-        op_fail(op, NULL, (ic_net__fault_err("verify", &e), &e));
-    else if (ic_fw_ipt_check(out, &op->rules, &e) < 0)
-        op_fail(op, "verify", &e);
-    if (op->failed)
-        ipt_rollback(op);
-    else
-        op_finish(op);
-}
-
-static void on_restored(int status, const char *out, const char *errout, const ic_err *err, void *ud)
-{
-    struct fw_op *op = ud;
-    ic_err e = {0};
-    if (err || status != 0) {
-        if (err)
-            e = *err;
-        else
-            ipt_tool_error("iptables-restore", status, errout, &e);
-        op_fail(op, "firewall", &e);
-        ipt_rollback(op); /* one table may have been committed */
-        return;
-    }
-    char *argv[] = {op->tools.save, (char *)"-t", (char *)"filter", NULL};
-    ipt_spawn(op, argv, NULL, on_verify_saved, "verify");
-}
-
-static int op_start(struct fw_op *op, ic_err *err)
-{
-    if (op->backend == IC_FW_NFT) {
-        op->work.data = op;
-        int r = uv_queue_work(op->loop, &op->work, nft_work, nft_after);
-        if (r < 0)
-            return ic_err_set(err, -r, "cannot queue the firewall work: %s", uv_strerror(r));
-        return 0;
-    }
-    if (op->kind == OP_REMOVE) {
-        ipt_rollback(op);
-        return 0;
-    }
-    _cleanup_free_ char *text = ic_fw_ipt_add_text(&op->rules, op->fault_firewall);
-    if (!text)
-        return ic_err_set(err, ENOMEM, "out of memory");
-    char *argv[] = IPT_RESTORE_ARGV(&op->tools);
-    ic_err e = {0};
-    if (ic_net__run(op->loop, argv, text, on_restored, op, &e) < 0) {
-        *err = e;
-        return ic_err_wrap(err, "firewall");
+    op->work.data = op;
+    int r = uv_queue_work(loop, &op->work, fw_work, fw_after);
+    if (r < 0) {
+        free(op);
+        return ic_err_set(err, -r, "firewall: cannot queue work: %s", uv_strerror(r));
     }
     return 0;
 }
 
-static struct fw_op *op_new(uv_loop_t *loop, enum fw_kind kind, enum ic_fw_backend b,
-                            ic_fw_done_fn done, void *ud, ic_err *err)
+static struct fw_op *op_new(enum fw_kind kind, enum ic_fw_backend b, ic_fw_done_fn done, void *ud,
+                            ic_err *err)
 {
     if (b != IC_FW_NFT && b != IC_FW_IPTABLES) {
         ic_err_set(err, EINVAL, "firewall: no backend chosen");
@@ -654,32 +557,23 @@ static struct fw_op *op_new(uv_loop_t *loop, enum fw_kind kind, enum ic_fw_backe
         ic_err_set(err, ENOMEM, "out of memory");
         return NULL;
     }
-    op->loop = loop;
     op->kind = kind;
     op->backend = b;
     op->done = done;
     op->ud = ud;
-    if (b == IC_FW_IPTABLES && ipt_find(&op->tools, err) < 0) {
-        ic_err_wrap(err, "firewall");
-        free(op);
-        return NULL;
-    }
     return op;
 }
 
 int ic_fw_add(uv_loop_t *loop, enum ic_fw_backend b, const struct ic_fw_rules *r,
               const char *fault_step, ic_fw_done_fn done, void *ud, ic_err *err)
 {
-    struct fw_op *op = op_new(loop, OP_ADD, b, done, ud, err);
+    struct fw_op *op = op_new(OP_ADD, b, done, ud, err);
     if (!op)
-        return -err->code;
+        return -EINVAL;
     op->rules = *r;
     op->fault_firewall = fault_step && strcmp(fault_step, "firewall") == 0;
     op->fault_verify = fault_step && strcmp(fault_step, "verify") == 0;
-    int rc = op_start(op, err);
-    if (rc < 0)
-        free(op);
-    return rc;
+    return op_queue(loop, op, err);
 }
 
 int ic_fw_remove(uv_loop_t *loop, enum ic_fw_backend b, const char *chain, ic_fw_done_fn done,
@@ -687,12 +581,9 @@ int ic_fw_remove(uv_loop_t *loop, enum ic_fw_backend b, const char *chain, ic_fw
 {
     if (!ic_net_chain_valid(chain))
         return ic_err_set(err, EINVAL, "'%s' is not an ironclaw chain name", chain);
-    struct fw_op *op = op_new(loop, OP_REMOVE, b, done, ud, err);
+    struct fw_op *op = op_new(OP_REMOVE, b, done, ud, err);
     if (!op)
-        return -err->code;
+        return -EINVAL;
     snprintf(op->rules.chain, sizeof(op->rules.chain), "%s", chain);
-    int rc = op_start(op, err);
-    if (rc < 0)
-        free(op);
-    return rc;
+    return op_queue(loop, op, err);
 }

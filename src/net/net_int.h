@@ -1,7 +1,7 @@
 /*
  * net_int.h - what the files of src/net share and nobody else sees:
- * running programs (through uv_spawn on the loop, or blocking for the
- * thread pool and the CLI), libnftables, netlink and namespace helpers,
+ * running programs (blocking: for the thread pool and the CLI),
+ * libnftables, netlink and namespace helpers,
  * the host-wide registry, and the test-only fault injection.
  */
 #ifndef IRONCLAW_NET_INT_H
@@ -23,13 +23,6 @@ int ic_net__find_program(const char *name, char *out, size_t size);
  * 128+signal). Kills it after timeout_ms. Blocking. */
 int ic_net__run_blocking(char *const argv[], const char *input, uint32_t timeout_ms, char **out,
                          char **errout, int *status, ic_err *err);
-
-/* The same through uv_spawn: done gets the status (<0: it could not run,
- * err says why), stdout and stderr (NUL-terminated, owned by the runner). */
-typedef void (*ic_net_run_fn)(int status, const char *out, const char *errout, const ic_err *err,
-                              void *ud);
-int ic_net__run(uv_loop_t *loop, char *const argv[], const char *input, ic_net_run_fn done,
-                void *ud, ic_err *err);
 
 /* One line of a tool's error output for a message (first non-empty line). */
 void ic_net__first_line(const char *text, char *out, size_t size);
