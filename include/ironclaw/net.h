@@ -234,6 +234,9 @@ int ic_net_setup(ic_net *net, ic_net_done_fn done, void *ud, ic_err *err);
 /* True while setup or its rollback is in flight (the net must not be
  * freed, nor its record reaped). done reports the end. */
 bool ic_net_busy(const ic_net *net);
+/* The VM is going away: setup stops at its next step and rolls back
+ * (done still runs, with ECANCELED). Harmless when idle. */
+void ic_net_cancel(ic_net *net);
 /* Frees the object; the resources stay until ic_net_reap_record(). */
 void ic_net_free(ic_net *net);
 

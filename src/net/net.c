@@ -56,6 +56,7 @@ struct ic_net {
     struct ic_fw_rules rules;
     enum ic_fw_backend backend;
     bool have_addrs, chain_recorded, fwd_recorded;
+    bool cancelled;
     const char *fault;
     enum phase phase;
     uv_work_t work;
@@ -150,6 +151,15 @@ bool ic_net_busy(const ic_net *n)
                  n->phase == PH_ROLLBACK);
 }
 
+void ic_net_cancel(ic_net *n)
+{
+    if (n)
+        n->cancelled = true;
+}
+
+/* Between steps: a VM destroyed meanwhile needs no more of its network. */
+static bool stop_if_cancelled(ic_net *n, const char *next_step);
+
 void ic_net_free(ic_net *n)
 {
     free(n);
@@ -227,6 +237,16 @@ static void forwarding_work(uv_work_t *w)
         n->failed_step = "forwarding";
 }
 
+static bool stop_if_cancelled(ic_net *n, const char *next_step)
+{
+    if (!n->cancelled)
+        return false;
+    ic_err e = {0};
+    ic_err_set(&e, ECANCELED, "%s: the VM was destroyed during its network set-up", next_step);
+    fail(n, &e);
+    return true;
+}
+
 static void forwarding_after(uv_work_t *w, int status)
 {
     ic_net *n = w->data;
@@ -251,6 +271,8 @@ static void on_firewall(const ic_err *err, void *ud)
         fail(n, &e);
         return;
     }
+    if (stop_if_cancelled(n, "forwarding"))
+        return;
     ic_err e = {0};
     if (ic_state_add(n->st, IC_RES_SYSCTL, "forwarding", n->hosts, &e) < 0) {
         fail_step(n, "forwarding", &e);
@@ -315,6 +337,8 @@ static void links_after(uv_work_t *w, int status)
         fail_step(n, n->failed_step, &e);
         return;
     }
+    if (stop_if_cancelled(n, "firewall"))
+        return;
     record_addresses(n);
     ic_fw_rules_init(&n->rules, n->id, n->links.addrs.guest, n->spec.allow, n->spec.n_allow);
     for (size_t i = 0; i < n->links.n_uplinks; i++)

@@ -542,6 +542,7 @@ void ic_vm_destroy(ic_vm *vm, ic_vm_done_fn done, void *ud)
     vm->done = done;
     vm->done_ud = ud;
     vm->cb = NULL;
+    ic_net_cancel(vm->net);
     if (vm->proc_running)
         uv_process_kill(&vm->proc, SIGKILL);
     if (vm->driver->release)
