@@ -17,6 +17,11 @@
 #                   and socket with an init that echoes bytes back and the
 #                   host tool bench_echo. The three alternate, each in a
 #                   fresh VM, BENCH_STREAM_ROUNDS times; medians compared.
+#   4. firewall     bench_fw, nftables against iptables in the same run:
+#                   add and remove one VM's rules, add BENCH_FW_VMS (1000)
+#                   VMs' worth, and a 1 ms timer's lateness on the loop
+#                   while BENCH_FW_CONCURRENT (100) VMs' rules go in at once
+#                   (rules only, no VMs; needs root; everything is removed).
 #
 # Prints a table at the end; with BENCH_JSON=FILE also writes the results
 # as JSON there. Exits 0 unless a benchmark could not produce its figure.
@@ -47,11 +52,11 @@ done
 
 # The bench programs are part of the normal build (IC_BENCH=ON); build them
 # here too in case the build directory predates them.
-if [ ! -x "$BENCH_BIN/bench_rtt" ] || [ ! -x "$BENCH_BIN/bench_echo" ] ||
+if [ ! -x "$BENCH_BIN/bench_rtt" ] || [ ! -x "$BENCH_BIN/bench_echo" ] || [ ! -x "$BENCH_BIN/bench_fw" ] ||
    [ ! -x "$BENCH_BIN/bench_init_poweroff" ] || [ ! -x "$BENCH_BIN/bench_init_echo" ]; then
   say "building the bench programs in $BUILD"
   cmake -S "$SRC" -B "$BUILD" -DIC_BENCH=ON >/dev/null &&
-    cmake --build "$BUILD" -j2 --target bench_rtt bench_echo bench_init_poweroff bench_init_echo \
+    cmake --build "$BUILD" -j2 --target bench_rtt bench_echo bench_fw bench_init_poweroff bench_init_echo \
       >/dev/null || die "cannot build the bench programs"
 fi
 [ -x "$IRONCLAW" ] || die "$IRONCLAW is missing (make build)"
@@ -234,6 +239,26 @@ done
 LIB_RATIO=$(ratio "$LIB_MIBS" "$RAW_MIBS")
 CLI_RATIO=$(ratio "$CLI_MIBS" "$RAW_MIBS")
 
+# ---- 4. firewall -----------------------------------------------------------------
+
+FW_VMS=${BENCH_FW_VMS:-1000}
+FW_CONC=${BENCH_FW_CONCURRENT:-100}
+FW_JSON=null
+if [ "$(id -u)" != 0 ]; then
+  say "firewall: skipped (bench_fw adds firewall rules: needs root)"
+else
+  say "firewall: one VM's rules, $FW_VMS VMs' worth, timer lateness under $FW_CONC concurrent adds (bench_fw)"
+  "$BENCH_BIN/bench_fw" --vms "$FW_VMS" --concurrent "$FW_CONC" > "$TMP/fw.json" 2> "$TMP/fw.err" ||
+    broke "bench_fw: $(grep -v 'rules added' "$TMP/fw.err" | tail -1)"
+  FW_JSON=$(head -1 "$TMP/fw.json"); [ -n "$FW_JSON" ] || FW_JSON=null
+fi
+# fw_val BACKEND PART KEY: a number from bench_fw's one-line JSON
+fw_val() {
+  local rest=${FW_JSON#*\"$1\": \{}
+  [ "$rest" = "$FW_JSON" ] && return
+  grep -o "\"$2\": {[^}]*}" <<< "$rest" | head -1 | json_num "$3"
+}
+
 # ---- report -------------------------------------------------------------------
 
 pct() { awk -v r="$1" 'BEGIN { if (r == "null") print "n/a"; else printf "%.0f %%", r * 100 }'; }
@@ -268,6 +293,20 @@ fmt() { [ "$1" = null ] || [ -z "$1" ] && echo "n/a" || echo "$1"; }
   printf '%-44s %12s %12s\n' "  ironclaw exec -- cat (timings_ms.command)" "$(fmt "$CLI_MIBS")" "$(pct "$CLI_RATIO")"
   printf '%-44s %12s\n' "  raw virtio-serial echo, no ironclaw" "$(fmt "$RAW_MIBS")"
   echo "  (target: ironclaw >= 80 % of raw)"
+  echo
+  printf '%-52s %10s %10s\n' "firewall, rules only (ms unless said)" "nft" "iptables"
+  fwrow() { printf '%-52s %10s %10s\n' "$1" "$(fmt "$(fw_val nft "$2" "$3" | round "$4")")" \
+    "$(fmt "$(fw_val iptables "$2" "$3" | round "$4")")"; }
+  fwrow "  one VM: add (one transaction + read-back), median" one_vm add_ms_median 1
+  fwrow "  one VM: remove, median" one_vm remove_ms_median 1
+  fwrow "  $FW_VMS VMs: add one after another, total" many add_total_ms 0
+  fwrow "  $FW_VMS VMs: add, per VM over the last 10 %" many add_last10pct_per_vm_ms 1
+  fwrow "  $FW_VMS VMs (+ the concurrent ones): remove all, total" many remove_all_ms 0
+  fwrow "  $FW_CONC concurrent adds: wall time" lateness total_ms 0
+  fwrow "  ... 1 ms loop timer lateness p50" lateness timer_late_p50_ms 3
+  fwrow "  ... 1 ms loop timer lateness p99" lateness timer_late_p99_ms 3
+  fwrow "  ... 1 ms loop timer lateness max" lateness timer_late_max_ms 3
+  echo "  (target: p99 lateness < 5 ms)"
 } | tee "$TMP/table.txt"
 
 if [ -n "${BENCH_JSON:-}" ]; then
@@ -293,7 +332,8 @@ if [ -n "${BENCH_JSON:-}" ]; then
     "rounds": $STREAM_ROUNDS,
     "ratio_library_vs_raw": $LIB_RATIO,
     "ratio_cli_vs_raw": $CLI_RATIO
-  }
+  },
+  "firewall": $FW_JSON
 }
 EOF
   say "results written to $BENCH_JSON"

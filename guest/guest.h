@@ -10,6 +10,7 @@
  *   proc.c       exec: spawning, stdin/stdout/stderr, exit, timeouts
  *   confine.c    rlimits and the seccomp filter of every process started
  *   files.c      file.put, file.get, file.list
+ *   net.c        the guest side of an opt-in network (address, route)
  *   glog.c       log lines "ironclaw-guest: ..." on stderr (the console)
  *
  * Everything is single-threaded and non-blocking around one poll() loop.
@@ -217,6 +218,7 @@ typedef struct ic_boot_cfg {
     bool debug;
     bool poweroff_reset;    /* ironclaw.poweroff=reset: end the VM with a reset (Firecracker
                              * exits on it; it has no power-off device) */
+    char net[64];           /* ironclaw.net=ADDR/PREFIX,GATEWAY, "" for none */
 } ic_boot_cfg;
 
 /* Parses the ironclaw.* keys of a kernel command line. */
@@ -229,6 +231,13 @@ int ic_pid1_load_modules(const char *order_file);
 /* Kills everything, syncs, powers off (or resets, see ic_boot_cfg). Never
  * returns. */
 void ic_pid1_poweroff(const ic_boot_cfg *cfg) __attribute__((noreturn));
+
+/* ---- net.c ------------------------------------------------------------------ */
+
+/* "10.213.0.3/31,10.213.0.2" into host-order address, prefix and gateway. */
+int ic_guest_net_parse(const char *spec, uint32_t *addr, unsigned *prefix, uint32_t *gw);
+/* Configures the VM's NIC from such a spec; failures are logged. */
+void ic_guest_net_up(const char *spec);
 
 /* ---- transport.c -------------------------------------------------------- */
 

@@ -49,6 +49,8 @@ static void cfg_set(ic_boot_cfg *cfg, const char *key, const char *val)
         cfg->debug = strcmp(val, "0") != 0;
     } else if (strcmp(key, "ironclaw.poweroff") == 0) {
         cfg->poweroff_reset = strcmp(val, "reset") == 0;
+    } else if (strcmp(key, "ironclaw.net") == 0) {
+        snprintf(cfg->net, sizeof(cfg->net), "%s", val);
     }
 }
 
@@ -214,6 +216,8 @@ void ic_pid1_setup(ic_boot_cfg *cfg)
         glog_error("sethostname: %s", strerror(errno));
     loopback_up();
     ic_pid1_load_modules(MODULES_ORDER);
+    if (cfg->net[0])
+        ic_guest_net_up(cfg->net);
 }
 
 /* ---- poweroff --------------------------------------------------------------- */

@@ -33,6 +33,12 @@ typedef struct ic_state ic_state;
 #define IC_RES_TREE "tree"
 /* A cgroup directory, removed (rmdir) once its processes are gone. */
 #define IC_RES_CGROUP "cgroup"
+/* Network resources (net.h); their "path" is a name, not a file. */
+#define IC_RES_NETNS "netns"       /* path: the nsfs bind mount */
+#define IC_RES_LINK "link"         /* path: interface name (role "veth", "tap") */
+#define IC_RES_CHAIN "chain"       /* path: chain name; role: the backend */
+#define IC_RES_ADDRESS "address"   /* role "pool": path = the pool file; else informational */
+#define IC_RES_SYSCTL "sysctl"     /* role "forwarding": path = the registry file */
 
 /* Creates <runtime>/vms/<id>/, takes its lock and writes the first record. */
 int ic_state_create(const char *runtime_dir, const char *id, const char *name,
@@ -67,12 +73,20 @@ pid_t ic_state_live_pid(const ic_state *st, const char *role);
 /* True when the owner still holds the VM's lock. */
 bool ic_state_owner_alive(const ic_state *st);
 
+/* Calls fn for each resource of `kind` (every kind when NULL), newest
+ * first; path may be NULL. Stops when fn returns < 0 and returns that. */
+typedef int (*ic_state_res_fn)(const char *kind, const char *role, const char *path, void *ud);
+int ic_state_each_resource(const ic_state *st, const char *kind, ic_state_res_fn fn, void *ud);
+
 /* Kills the record's processes (SIGKILL, start time checked, plus any
- * process whose command line names the VM's directory), removes its
- * sockets, files, trees, cgroups and directory. Idempotent; keeps going
- * past failures and reports the first. When a tree or cgroup outside the
- * VM directory cannot be removed, the directory (and so the record) is
- * kept, so that `ironclaw gc` can try again. */
+ * process whose command line names the VM's directory) and waits until
+ * they are gone. */
+void ic_state_kill_processes(ic_state *st);
+/* Kills the processes as above, removes its sockets, files, trees, cgroups
+ * and directory (other kinds belong to their layers: ic_vm_reap_record).
+ * Idempotent; keeps going past failures and reports the first. When a
+ * tree or cgroup outside the VM directory cannot be removed, the directory
+ * (and so the record) is kept, so that `ironclaw gc` can try again. */
 int ic_state_reap(ic_state *st, ic_err *err);
 
 /* Calls fn for every record under <runtime>/vms (unreadable ones are

@@ -32,6 +32,8 @@
 #include "ironclaw/err.h"
 
 typedef struct ic_vm ic_vm;
+struct ic_net_spec;
+struct ic_net;
 
 struct ic_vm_config {
     const char *name;          /* label only, validated; NULL for none */
@@ -53,11 +55,20 @@ struct ic_vm_config {
                                 * NULL = Firecracker's built-in filters */
     bool no_jailer;            /* run Firecracker without its jailer (weaker isolation) */
 
-    /* Set by the network layer. */
-    const char *tap_name;      /* host tap device for the guest's eth0; NULL = no NIC */
-    const char *netns;         /* network namespace the VMM joins (an nsfs file such as
-                                * /run/netns/NAME); NULL gives it a new, empty one (no
-                                * network). Firecracker's jailer gets it as --netns. */
+    /* Network namespace the VMM joins (an nsfs file); NULL gives it a new,
+     * empty one (no network). Firecracker's jailer gets it as --netns. */
+    const char *netns;
+    /* The VM's network (net.h): NULL or mode IC_NET_NONE for none. With
+     * an allow-list, vm.c sets the network up before the VMM starts (and
+     * `netns` must be NULL: the VM gets a namespace of its own). */
+    const struct ic_net_spec *net;
+    /* Filled in by vm.c once the network is up, for the drivers (NULL
+     * without a network): the tap device inside `netns`, the guest NIC's
+     * MAC, and the kernel command-line word that gives the guest agent its
+     * address and gateway. */
+    const char *tap_name;
+    const char *mac;
+    const char *net_cmdline;
     /* Confinement of the VMM (docs/seccomp.md). */
     const char *seccomp;       /* level or JSON policy file; NULL = "default" */
     struct ic_audit *audit;    /* blocked and logged system calls go here (borrowed,
@@ -109,6 +120,8 @@ const char *ic_vm_driver(const ic_vm *vm);    /* "qemu", ... */
 const char *ic_vm_dir(const ic_vm *vm);       /* runtime directory */
 const char *ic_vm_accel(const ic_vm *vm);     /* "kvm" or "tcg" */
 int ic_vm_pid(const ic_vm *vm);               /* VMM pid, 0 when not running */
+/* The VM's network (net.h), NULL with --net none. */
+const struct ic_net *ic_vm_net(const ic_vm *vm);
 bool ic_vm_running(const ic_vm *vm);
 /* The VM's audit trail (audit.h): what its seccomp policy blocked or
  * logged, and why the VM was stopped for it, if it was. */

@@ -37,6 +37,7 @@ int ic_cmd_doctor(int argc, char **argv);
 int ic_cmd_image(int argc, char **argv);
 int ic_cmd_seccomp(int argc, char **argv);
 int ic_cmd_audit(int argc, char **argv);
+int ic_cmd_fw(int argc, char **argv);
 
 /* "ironclaw: <message>" on stderr. */
 void ic_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -15,6 +15,7 @@
 #include "ironclaw/cleanup.h"
 #include "ironclaw/id.h"
 #include "ironclaw/log.h"
+#include "ironclaw/net.h"
 #include "ironclaw/sandbox.h"
 #include "ironclaw/stream.h"
 
@@ -46,6 +47,8 @@ struct capture {
 struct job {
     uv_loop_t loop;
     struct ic_vm_config cfg;
+    struct ic_net_spec net;
+    json_t *net_report;           /* --json "network", captured while the VM lives */
     uint32_t boot_timeout_ms;
     uint32_t timeout_ms;
     size_t audit_ring;
@@ -112,6 +115,12 @@ static void usage(FILE *out)
             "      --no-jailer         run Firecracker without its jailer (weaker isolation)\n"
             "      --image NAME        guest image (default: default)\n"
             "      --boot-timeout SECS how long to wait for the guest agent (default 60)\n"
+            "      --net none|allow=HOST[:PORT][/tcp|/udp],...\n"
+            "                          none (default): no network device at all; allow=:\n"
+            "                          egress to these IPv4 hosts/networks only, through a\n"
+            "                          per-VM firewall (see ironclaw(1), NETWORK)\n"
+            "      --firewall nft|iptables|auto\n"
+            "                          the firewall backend for --net allow (default auto)\n"
             "      --json              print a JSON report (output captured into it)\n"
             "      --seccomp POLICY    the VMM's seccomp policy: strict, default (default),\n"
             "                          permissive, learn, or a JSON policy file\n"
@@ -167,7 +176,8 @@ static int parse_xfer(const char *arg, struct xfer *x)
 
 enum { OPT_PUT = 256, OPT_GET, OPT_NAME, OPT_VMM, OPT_IMAGE, OPT_BOOT_TIMEOUT, OPT_JSON,
        OPT_DRIVE, OPT_DRIVE_COPY, OPT_FC_FILTER, OPT_NO_JAILER,
-       OPT_SECCOMP, OPT_AUDIT_RING, OPT_MAX_VIOLATIONS, OPT_NO_JAIL, OPT_JAIL_UIDS };
+       OPT_SECCOMP, OPT_AUDIT_RING, OPT_MAX_VIOLATIONS, OPT_NO_JAIL, OPT_JAIL_UIDS,
+       OPT_NET, OPT_FIREWALL };
 
 static int parse_uid_range(const char *s, uint32_t *base, uint32_t *count)
 {
@@ -210,6 +220,8 @@ static int parse_args(struct job *j, int argc, char **argv)
         {"max-violations", required_argument, NULL, OPT_MAX_VIOLATIONS},
         {"no-jail", no_argument, NULL, OPT_NO_JAIL},
         {"jail-uids", required_argument, NULL, OPT_JAIL_UIDS},
+        {"net", required_argument, NULL, OPT_NET},
+        {"firewall", required_argument, NULL, OPT_FIREWALL},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -327,6 +339,14 @@ static int parse_args(struct job *j, int argc, char **argv)
             if (parse_uid_range(optarg, &j->cfg.jail_uid_base, &j->cfg.jail_uid_count) < 0)
                 return ic_cli_error("--jail-uids wants FIRST:COUNT, both positive"), -1;
             break;
+        case OPT_NET:
+        case OPT_FIREWALL: {
+            ic_err err = {0};
+            if ((c == OPT_NET ? ic_net_spec_parse(optarg, &j->net, &err)
+                              : ic_fw_backend_parse(optarg, &j->net.backend, &err)) < 0)
+                return ic_cli_error("%s", err.msg), -1;
+            break;
+        }
         case 'h':
             usage(stdout);
             return 1;
@@ -558,9 +578,33 @@ static bool stopped_by_seccomp(const struct job *j)
     return ic_audit_stop_reason(j->audit)[0] != '\0';
 }
 
+/* The "network" object of the --json report, taken while the VM exists. */
+static json_t *network_json(const struct job *j, const ic_net *net)
+{
+    if (j->net.mode != IC_NET_ALLOW)
+        return json_pack("{s:s}", "mode", "none");
+    json_t *allow = json_array();
+    for (size_t i = 0; i < j->net.n_allow; i++) {
+        char text[48];
+        ic_net_allow_format(&j->net.allow[i], text, sizeof(text));
+        json_array_append_new(allow, json_string(text));
+    }
+    struct ic_net_info in = {0};
+    if (net)
+        ic_net_info(net, &in);
+    return json_pack("{s:s, s:o, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "mode", "allow",
+                     "allow", allow, "backend",
+                     in.backend && in.backend[0] ? in.backend : ic_fw_backend_name(j->net.backend),
+                     "chain", in.chain ? in.chain : "", "host_if", in.host_if ? in.host_if : "",
+                     "host_addr", in.host_addr, "guest_addr", in.guest_addr, "gateway", in.gateway,
+                     "tap", in.tap ? in.tap : "", "mac", in.mac ? in.mac : "");
+}
+
 static void on_ready(ic_sandbox *sb, const ic_err *err, void *ud)
 {
     struct job *j = ud;
+    if (j->json && !j->net_report)
+        j->net_report = network_json(j, ic_vm_net(ic_sandbox_vm(sb)));
     if (err) {
         bool timeout = err->code == ETIMEDOUT;
         ic_err e = *err;
@@ -696,6 +740,8 @@ static void print_report(struct job *j, const char *id, const char *name, const 
         t->destroyed);
     if (r) {
         json_object_set_new(r, "audit", ic_audit_to_json(j->audit, true));
+        json_object_set_new(r, "network", j->net_report ? json_incref(j->net_report)
+                                                        : network_json(j, NULL));
         json_dumpf(r, stdout, JSON_INDENT(2));
         fputc('\n', stdout);
         json_decref(r);
@@ -736,6 +782,7 @@ static void job_free(struct job *j)
     for (int c = 0; c < 3; c++)
         ic_buf_free(&j->cap[c].buf);
     ic_audit_free(j->audit);
+    json_decref(j->net_report);
     free(j);
 }
 
@@ -755,6 +802,7 @@ int ic_cmd_exec(int argc, char **argv)
         return r > 0 ? 0 : IC_EXIT_USAGE;
     }
     j->cfg.debug_guest = ic_log_get_level() >= IC_LOG_DEBUG;
+    j->cfg.net = &j->net;
     signal(SIGPIPE, SIG_IGN);
 
     ic_err err = {0};

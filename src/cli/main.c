@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"image", ic_cmd_image, "build or show the guest image"},
     {"seccomp", ic_cmd_seccomp, "show, check or export a VMM seccomp policy"},
     {"audit", ic_cmd_audit, "show the system calls a VM's seccomp policy blocked or logged"},
+    {"fw", ic_cmd_fw, "list ironclaw's firewall chains, verify a VM's rules"},
 };
 
 static void usage(FILE *out)

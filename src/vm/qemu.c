@@ -115,7 +115,7 @@ static int listen_channel(ic_vm *vm, struct qemu *q, ic_err *err)
 struct argv_builder {
     char *argv[QEMU_ARGV_MAX];
     size_t n;
-    char store[6][IC_PATH_MAX + 128];
+    char store[8][IC_PATH_MAX + 128];
     size_t stored;
 };
 
@@ -179,8 +179,17 @@ static int build_argv(ic_vm *vm, const char *qemu_bin, const char *console, stru
     if (khz)
         snprintf(tsc, sizeof(tsc), " tsc_early_khz=%u", khz);
     arg(b, "-append");
-    argf(b, "console=ttyS0 quiet panic=-1 reboot=t ironclaw.transport=virtio-serial%s%s", tsc,
-         cfg->debug_guest ? " ironclaw.debug=1" : "");
+    argf(b, "console=ttyS0 quiet panic=-1 reboot=t ironclaw.transport=virtio-serial%s%s%s%s", tsc,
+         cfg->debug_guest ? " ironclaw.debug=1" : "", cfg->net_cmdline ? " " : "",
+         cfg->net_cmdline ? cfg->net_cmdline : "");
+    /* The network, when the VM has one: the tap vm.c made in the VM's
+     * namespace (QEMU runs inside it). Without one, no NIC at all. */
+    if (cfg->tap_name) {
+        arg(b, "-netdev");
+        argf(b, "tap,id=n0,ifname=%s,script=no,downscript=no", cfg->tap_name);
+        arg(b, "-device");
+        argf(b, "virtio-net-device,netdev=n0,mac=%s", cfg->mac);
+    }
     arg(b, "-device");
     arg(b, "virtio-serial-device");
     arg(b, "-chardev");

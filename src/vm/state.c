@@ -391,6 +391,36 @@ static int reap_path(json_t *res, const char *kind, ic_err *err)
     return 0;
 }
 
+int ic_state_each_resource(const ic_state *st, const char *kind, ic_state_res_fn fn, void *ud)
+{
+    json_t *list = json_object_get(st->root, "resources");
+    for (size_t i = json_array_size(list); i-- > 0;) {
+        json_t *res = json_array_get(list, i);
+        const char *k = json_string_value(json_object_get(res, "kind")) ?: "";
+        if (kind && strcmp(k, kind) != 0)
+            continue;
+        int r = fn(k, json_string_value(json_object_get(res, "role")) ?: "",
+                   json_string_value(json_object_get(res, "path")), ud);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+void ic_state_kill_processes(ic_state *st)
+{
+    json_t *list = json_object_get(st->root, "resources");
+    /* Newest first: undo in the reverse order of creation. */
+    for (size_t i = json_array_size(list); i-- > 0;) {
+        json_t *res = json_array_get(list, i);
+        const char *kind = json_string_value(json_object_get(res, "kind")) ?: "";
+        if (strcmp(kind, IC_RES_PROCESS) == 0)
+            reap_process(res);
+    }
+    kill_by_cmdline(st->dir);
+    wait_processes_gone(list);
+}
+
 int ic_state_reap(ic_state *st, ic_err *err)
 {
     json_t *list = json_object_get(st->root, "resources");
@@ -398,15 +428,7 @@ int ic_state_reap(ic_state *st, ic_err *err)
     ic_err local;
     size_t i;
     json_t *res;
-    /* Newest first: undo in the reverse order of creation. */
-    for (i = json_array_size(list); i-- > 0;) {
-        res = json_array_get(list, i);
-        const char *kind = json_string_value(json_object_get(res, "kind")) ?: "";
-        if (strcmp(kind, IC_RES_PROCESS) == 0)
-            reap_process(res);
-    }
-    kill_by_cmdline(st->dir);
-    wait_processes_gone(list);
+    ic_state_kill_processes(st);
     bool keep_record = false;
     json_array_foreach(list, i, res) {
         const char *kind = json_string_value(json_object_get(res, "kind")) ?: "";

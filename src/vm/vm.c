@@ -14,6 +14,7 @@
 #include "ironclaw/host.h"
 #include "ironclaw/id.h"
 #include "ironclaw/log.h"
+#include "ironclaw/net.h"
 #include "ironclaw/paths.h"
 
 #include <errno.h>
@@ -33,6 +34,9 @@ struct ic_vm {
     char name[IC_NAME_MAX + 1];
     char image_name[IC_NAME_MAX + 1];
     char netns[IC_PATH_MAX];
+    struct ic_net_spec net_spec;
+    ic_net *net;           /* NULL with --net none */
+    char tap[IC_NET_IFNAME_SIZE], mac[IC_NET_MAC_SIZE], net_cmdline[64];
     char id[IC_ID_SIZE];
     ic_state *state;
     const struct ic_vm_driver *driver;
@@ -418,6 +422,9 @@ static int validate_config(const struct ic_vm_config *cfg, ic_err *err)
         if (r < 0)
             return ic_err_wrap(err, "image name");
     }
+    if (cfg->net && cfg->net->mode == IC_NET_ALLOW && cfg->netns)
+        return ic_err_set(err, EINVAL, "a VM with an allow-list gets a network namespace of "
+                          "its own; do not pass one");
     return 0;
 }
 
@@ -436,6 +443,12 @@ static int create_rest(ic_vm *vm, const struct ic_vm_config *cfg, ic_err *err)
     r = ic_state_create(runtime, vm->id, vm->name, vm->driver->name, &vm->state, err);
     if (r < 0)
         return ic_err_wrap(err, "creating the VM's state record");
+    if (vm->cfg.net && (r = ic_net_new(vm->loop, vm->cfg.net, vm->state, &vm->net, err)) < 0) {
+        ic_vm_reap_record(vm->state, NULL);
+        ic_state_free(vm->state);
+        vm->state = NULL;
+        return r;
+    }
     return 0;
 }
 
@@ -459,6 +472,12 @@ int ic_vm_create(uv_loop_t *loop, const struct ic_vm_config *cfg, ic_vm_event_fn
         vm->cfg.netns = vm->netns;
     }
     vm->cfg.vmm = NULL; /* only needed here */
+    vm->cfg.net = NULL;
+    vm->cfg.tap_name = vm->cfg.mac = vm->cfg.net_cmdline = NULL;
+    if (cfg->net && cfg->net->mode == IC_NET_ALLOW) {
+        vm->net_spec = *cfg->net;
+        vm->cfg.net = &vm->net_spec;
+    }
     if (!vm->cfg.channel_timeout_ms)
         vm->cfg.channel_timeout_ms = CHANNEL_TIMEOUT_DEFAULT_MS;
     vm->cb = cb;
@@ -483,10 +502,38 @@ int ic_vm_create(uv_loop_t *loop, const struct ic_vm_config *cfg, ic_vm_event_fn
     return 0;
 }
 
+/* The network is up (or failed, and was rolled back): start the VMM in it. */
+static void on_net_ready(ic_net *net, const ic_err *err, void *ud)
+{
+    ic_vm *vm = ud;
+    if (vm->destroying) {
+        maybe_finish(vm);
+        return;
+    }
+    if (err) {
+        ic_vm__fail(vm, err);
+        return;
+    }
+    struct ic_net_info info;
+    ic_net_info(net, &info);
+    snprintf(vm->netns, sizeof(vm->netns), "%s", info.netns);
+    snprintf(vm->tap, sizeof(vm->tap), "%s", info.tap);
+    snprintf(vm->mac, sizeof(vm->mac), "%s", info.mac);
+    snprintf(vm->net_cmdline, sizeof(vm->net_cmdline), "%s", info.cmdline);
+    vm->cfg.netns = vm->netns;
+    vm->cfg.tap_name = vm->tap;
+    vm->cfg.mac = vm->mac;
+    vm->cfg.net_cmdline = vm->net_cmdline;
+    ic_err e = {0};
+    if (vm->driver->start(vm, &e) < 0)
+        ic_vm__fail(vm, &e);
+}
+
 int ic_vm_start(ic_vm *vm, ic_err *err)
 {
     ic_state_set_phase(vm->state, "starting", NULL);
-    int r = vm->driver->start(vm, err);
+    /* Isolation first: the VMM starts only inside a verified network. */
+    int r = vm->net ? ic_net_setup(vm->net, on_net_ready, vm, err) : vm->driver->start(vm, err);
     if (r < 0) {
         vm->failed = true;
         ic_state_set_phase(vm->state, "failed", NULL);
@@ -535,12 +582,23 @@ void ic_vm_stop(ic_vm *vm, uint32_t grace_ms)
  * first: nothing may still use a resource when it is removed. */
 int ic_vm_reap_record(ic_state *st, ic_err *err)
 {
+    ic_err local = {0};
     /* The cgroups first: killing what is in them takes the jailed VMM
-     * down; a cgroup that cannot be removed keeps the record for the next
-     * `ironclaw gc`. */
-    int r = ic_jail_reap(st, err);
-    if (r < 0)
-        return r;
+     * down. Then every recorded process, then the network. */
+    int first = ic_jail_reap(st, &local);
+    if (first < 0 && err)
+        *err = local;
+    ic_state_kill_processes(st);
+    int r = ic_net_reap_record(st, &local);
+    if (r < 0 && first == 0) {
+        first = r;
+        if (err)
+            *err = local;
+    }
+    /* A cgroup or network that cannot be removed keeps the record, so
+     * that `ironclaw gc` can try again; the rest goes once they are gone. */
+    if (first < 0)
+        return first;
     return ic_state_reap(st, err);
 }
 
@@ -558,6 +616,7 @@ static void after_reap(uv_work_t *w, int status)
     ic_err err = vm->reap_err;
     ic_state_free(vm->state);
     ic_confine_free(vm->confine);
+    ic_net_free(vm->net);
     free(vm->priv);
     free(vm);
     if (done)
@@ -567,7 +626,8 @@ static void after_reap(uv_work_t *w, int status)
 /* Teardown's last step, once the VMM is gone and every handle closed. */
 static void maybe_finish(ic_vm *vm)
 {
-    if (!vm->destroying || vm->proc_running || vm->open_handles > 0 || vm->reap_work.data)
+    if (!vm->destroying || vm->proc_running || vm->open_handles > 0 || vm->reap_work.data ||
+        ic_net_busy(vm->net))
         return;
     vm->reap_work.data = vm;
     int r = uv_queue_work(vm->loop, &vm->reap_work, reap_in_pool, after_reap);
@@ -588,6 +648,7 @@ void ic_vm_destroy(ic_vm *vm, ic_vm_done_fn done, void *ud)
     vm->done = done;
     vm->done_ud = ud;
     vm->cb = NULL;
+    ic_net_cancel(vm->net);
     if (vm->proc_running)
         kill_vmm(vm);
     if (vm->driver->release)
@@ -616,6 +677,7 @@ const char *ic_vm_accel(const ic_vm *vm) { return vm->use_kvm ? "kvm" : "tcg"; }
 int ic_vm_pid(const ic_vm *vm) { return vm->proc_running ? vm->proc.pid : 0; }
 bool ic_vm_running(const ic_vm *vm) { return vm->proc_running; }
 const struct ic_audit *ic_vm_audit(const ic_vm *vm) { return ic_confine_audit(vm->confine); }
+const struct ic_net *ic_vm_net(const ic_vm *vm) { return vm->net; }
 
 int ic_vm_console_tail(const ic_vm *vm, char *out, size_t max)
 {
