@@ -61,6 +61,13 @@ int ic_vm__spawn_vmm(ic_vm *vm, char *const argv[], const char *log_path, ic_err
  * supervisor that adopts the VMM, ends with it, and kills it when
  * ironclaw dies (see launch.c). */
 #define IC_VM_SPAWN_SUPERVISE 1u
+/* The trampoline opens the VM's tap (cfg->tap_name) in the VM's network
+ * namespace and hands it to the VMM on IC_LAUNCH_TAP_FD (launch.h). */
+#define IC_VM_SPAWN_TAP_FD 2u
+/* Before the spawn: also make that tap persistently owned by uid/gid, so
+ * that an unprivileged VMM (Firecracker under its jailer) can attach to it
+ * by name. Only with IC_VM_SPAWN_TAP_FD. */
+void ic_vm__set_tap_owner(ic_vm *vm, uid_t uid, gid_t gid);
 int ic_vm__spawn_vmm_flags(ic_vm *vm, char *const argv[], const char *log_path, unsigned flags,
                            ic_err *err);
 

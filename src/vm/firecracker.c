@@ -389,9 +389,16 @@ static void step_spawn(ic_vm *vm)
         for (size_t i = 0; v[i]; i++)
             ic_log_debug("firecracker argv[%zu] = %s", i, v[i]);
     }
+    /* Firecracker opens its tap by name; under the jailer it is no longer
+     * root, so the tap becomes the jail user's first. */
+    unsigned flags = c->jailed ? IC_VM_SPAWN_SUPERVISE : 0;
+    if (c->tap[0] && c->jailed) {
+        flags |= IC_VM_SPAWN_TAP_FD;
+        ic_vm__set_tap_owner(vm, c->jail.uid, c->jail.gid);
+    }
     if (r == 0)
-        r = ic_vm__spawn_vmm_flags(vm, argv ? argv : (char *const *)args, c->console,
-                                   c->jailed ? IC_VM_SPAWN_SUPERVISE : 0, &err);
+        r = ic_vm__spawn_vmm_flags(vm, argv ? argv : (char *const *)args, c->console, flags,
+                                   &err);
     ic_fc_argv_free(argv);
     if (r < 0) {
         fail(vm, &err, false);
@@ -657,15 +664,18 @@ static int plan_inputs(ic_vm *vm, struct fc_core *c, ic_err *err)
         if (!ic_fc_id_ok(cfg->tap_name) || strlen(cfg->tap_name) >= 16)
             return ic_err_set(err, EINVAL, "bad tap device name '%s'", cfg->tap_name);
         snprintf(c->tap, sizeof(c->tap), "%s", cfg->tap_name);
-        /* Locally administered, derived from the VM id. */
-        snprintf(c->mac, sizeof(c->mac), "06:00:%.2s:%.2s:%.2s:%.2s", c->id, c->id + 2, c->id + 4,
-                 c->id + 6);
+        if (cfg->mac)
+            snprintf(c->mac, sizeof(c->mac), "%s", cfg->mac);
+        else /* locally administered, derived from the VM id */
+            snprintf(c->mac, sizeof(c->mac), "06:00:%.2s:%.2s:%.2s:%.2s", c->id, c->id + 2,
+                     c->id + 4, c->id + 6);
     }
     snprintf(c->boot_args, sizeof(c->boot_args),
              "console=ttyS0 reboot=k panic=1 quiet i8042.noaux i8042.nomux i8042.nopnp "
              "i8042.dumbkbd ironclaw.transport=vsock ironclaw.vsock_port=%u "
-             "ironclaw.poweroff=reset%s", IC_FC_VSOCK_PORT,
-             cfg->debug_guest ? " ironclaw.debug=1" : "");
+             "ironclaw.poweroff=reset%s%s%s", IC_FC_VSOCK_PORT,
+             cfg->debug_guest ? " ironclaw.debug=1" : "", cfg->net_cmdline ? " " : "",
+             cfg->net_cmdline ? cfg->net_cmdline : "");
     return 0;
 }
 

@@ -49,7 +49,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/filter.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
 #include <linux/seccomp.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -66,6 +69,10 @@ struct launch_opts {
     const char *netns;      /* a network namespace to join (a bind-mounted nsfs file) */
     bool new_netns;         /* or a new, empty one */
     bool supervise;         /* stay as the VMM's supervisor (see the top) */
+    const char *tap;        /* a tap to open for the VMM on IC_LAUNCH_TAP_FD */
+    bool tap_owned;         /* and to hand over to tap_uid/tap_gid */
+    uid_t tap_uid;
+    gid_t tap_gid;
     int control_fd;         /* socket to the owner: VMM pid, seccomp listener */
     int seccomp_fd;         /* memfd holding the BPF program */
     struct sock_filter *bpf;
@@ -165,6 +172,20 @@ static void parse(int argc, char **argv, struct launch_opts *o)
             o->new_netns = true;
         } else if (strcmp(a, "--supervise") == 0) {
             o->supervise = true;
+        } else if (strcmp(a, "--tap") == 0 && v) {
+            if (strlen(v) >= IFNAMSIZ)
+                die(o, "options", EINVAL, "bad --tap '%s'", v);
+            o->tap = v;
+            i++;
+        } else if (strcmp(a, "--tap-owner") == 0 && v) {
+            unsigned u, g;
+            char end;
+            if (sscanf(v, "%u:%u%c", &u, &g, &end) != 2)
+                die(o, "options", EINVAL, "bad --tap-owner '%s'", v);
+            o->tap_owned = true;
+            o->tap_uid = (uid_t)u;
+            o->tap_gid = (gid_t)g;
+            i++;
         } else if ((strcmp(a, "--control-fd") == 0 || strcmp(a, "--seccomp-fd") == 0) && v) {
             int fd = parse_fd(v);
             if (fd < 0)
@@ -229,6 +250,35 @@ static void enter_network(const struct launch_opts *o)
             die(o, "network namespace", errno, "cannot open %s", o->netns);
         if (setns(fd, CLONE_NEWNET) < 0)
             die(o, "network namespace", errno, "cannot enter %s", o->netns);
+        close(fd);
+    }
+}
+
+/* Attaches to the tap the network layer made in this namespace and puts
+ * it where the VMM's command line expects it. */
+static void open_tap(const struct launch_opts *o)
+{
+    if (!o->tap)
+        return;
+    check_step("tap", (void *)o);
+    /* TUNSETIFF would make a new tap of that name: only attach. */
+    if (if_nametoindex(o->tap) == 0)
+        die(o, "tap", errno, "cannot attach to the tap %s", o->tap);
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        die(o, "tap", errno, "cannot open /dev/net/tun");
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", o->tap);
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0)
+        die(o, "tap", errno, "cannot attach to the tap %s", o->tap);
+    if (o->tap_owned && (ioctl(fd, TUNSETOWNER, (unsigned long)o->tap_uid) < 0 ||
+                         ioctl(fd, TUNSETGROUP, (unsigned long)o->tap_gid) < 0))
+        die(o, "tap", errno, "cannot give the tap %s to uid %u", o->tap, (unsigned)o->tap_uid);
+    if (fd != IC_LAUNCH_TAP_FD) {
+        if (dup2(fd, IC_LAUNCH_TAP_FD) < 0)
+            die(o, "tap", errno, "cannot move the tap descriptor");
         close(fd);
     }
 }
@@ -357,22 +407,24 @@ static void close_from(int from)
         close((int)fd);
 }
 
-/* The VMM keeps stdio only; the status descriptor and the control socket
- * close at exec. */
+static int by_fd(const void *a, const void *b)
+{
+    return *(const int *)a - *(const int *)b;
+}
+
+/* The VMM keeps stdio and its tap; the status descriptor and the control
+ * socket close at exec. */
 static void close_inherited_fds(const struct launch_opts *o)
 {
-    int keep[2] = {o->status_fd, o->control_fd};
-    if (keep[0] > keep[1]) {
-        int t = keep[0];
-        keep[0] = keep[1];
-        keep[1] = t;
-    }
-    int from = 3;
-    for (int k = 0; k < 2; k++) {
-        if (keep[k] < 0)
-            continue;
-        if (fcntl(keep[k], F_SETFD, FD_CLOEXEC) < 0)
+    int keep[3] = {o->status_fd, o->control_fd, o->tap ? IC_LAUNCH_TAP_FD : -1};
+    for (int k = 0; k < 2; k++)
+        if (keep[k] >= 0 && fcntl(keep[k], F_SETFD, FD_CLOEXEC) < 0)
             die(o, "descriptors", errno, "cannot mark descriptor %d close-on-exec", keep[k]);
+    qsort(keep, 3, sizeof(int), by_fd);
+    int from = 3;
+    for (int k = 0; k < 3; k++) {
+        if (keep[k] < from)
+            continue;
         for (int fd = from; fd < keep[k]; fd++)
             close(fd);
         from = keep[k] + 1;
@@ -508,6 +560,7 @@ int ic_vm_launch_main(int argc, char **argv)
     prepare_descriptors(&o);
     join_cgroups(&o);
     enter_network(&o);
+    open_tap(&o);
     enter_jail(&o);
     set_rlimits(&o);
     drop_privileges(&o);

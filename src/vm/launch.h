@@ -13,6 +13,11 @@
 
 #include <stdbool.h>
 
+/* With --tap NAME the trampoline opens that tap device (inside the VM's
+ * network namespace, before any privilege is dropped) and leaves it on
+ * this descriptor for the VMM: a jailed, unprivileged VMM could not. */
+#define IC_LAUNCH_TAP_FD 6
+
 /* True once ic_vm_launch_main() has run in this process (and found no
  * launch request): only then may it re-execute itself as the trampoline. */
 bool ic_vm__launch_ready(void);

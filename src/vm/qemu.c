@@ -10,6 +10,7 @@
  * has hardware virtualisation (see host.h), TCG otherwise.
  */
 #include "vm/driver.h"
+#include "vm/launch.h"
 #include "vm/jail.h"
 
 #include "ironclaw/cleanup.h"
@@ -186,7 +187,8 @@ static int build_argv(ic_vm *vm, const char *qemu_bin, const char *console, stru
      * namespace (QEMU runs inside it). Without one, no NIC at all. */
     if (cfg->tap_name) {
         arg(b, "-netdev");
-        argf(b, "tap,id=n0,ifname=%s,script=no,downscript=no", cfg->tap_name);
+        /* Opened by the trampoline: a jailed QEMU is unprivileged. */
+        argf(b, "tap,id=n0,fd=%d", IC_LAUNCH_TAP_FD);
         arg(b, "-device");
         argf(b, "virtio-net-device,netdev=n0,mac=%s", cfg->mac);
     }
@@ -261,7 +263,8 @@ static int qemu_start(ic_vm *vm, ic_err *err)
     if (ic_log_get_level() >= IC_LOG_DEBUG)
         for (size_t i = 0; i < b->n; i++)
             ic_log_debug("qemu argv[%zu] = %s", i, b->argv[i]);
-    r = ic_vm__spawn_vmm(vm, b->argv, log, err);
+    r = ic_vm__spawn_vmm_flags(vm, b->argv, log,
+                               ic_vm__config(vm)->tap_name ? IC_VM_SPAWN_TAP_FD : 0, err);
     if (r < 0)
         return r;
 

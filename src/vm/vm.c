@@ -62,6 +62,8 @@ struct ic_vm {
     uv_timer_t grace;
     bool grace_init;
     uint32_t grace_ms;
+    bool tap_owned;
+    char tap_owner[32];    /* "UID:GID" for the trampoline's --tap-owner */
     uv_stream_t *channel;
     ic_confine *confine;   /* seccomp, audit, jail (confine.c) */
     char violation[256];   /* why the VMM was killed for its system calls */
@@ -86,6 +88,12 @@ bool ic_vm__use_kvm(ic_vm *vm) { return vm->use_kvm; }
 const struct ic_host *ic_vm__host(ic_vm *vm) { return &vm->host; }
 void *ic_vm__priv(ic_vm *vm) { return vm->priv; }
 void ic_vm__set_priv(ic_vm *vm, void *priv) { vm->priv = priv; }
+
+void ic_vm__set_tap_owner(ic_vm *vm, uid_t uid, gid_t gid)
+{
+    snprintf(vm->tap_owner, sizeof(vm->tap_owner), "%u:%u", (unsigned)uid, (unsigned)gid);
+    vm->tap_owned = true;
+}
 
 int ic_vm__path(ic_vm *vm, const char *name, char *out, ic_err *err)
 {
@@ -305,7 +313,7 @@ int ic_vm__spawn_vmm_flags(ic_vm *vm, char *const argv[], const char *log_path, 
     size_t n_extra = ic_confine_args(vm->confine, extra, sizeof(extra) / sizeof(extra[0]));
     int conf_fds[2];
     ic_confine_child_fds(vm->confine, conf_fds);
-    _cleanup_free_ char **full = calloc(n + n_extra + 12, sizeof(char *));
+    _cleanup_free_ char **full = calloc(n + n_extra + 18, sizeof(char *)) /* our options, argv, NULL */;
     if (!full)
         return ic_err_set(err, ENOMEM, "out of memory");
     size_t k = 0;
@@ -324,6 +332,14 @@ int ic_vm__spawn_vmm_flags(ic_vm *vm, char *const argv[], const char *log_path, 
     }
     if (flags & IC_VM_SPAWN_SUPERVISE)
         full[k++] = (char *)"--supervise";
+    if ((flags & IC_VM_SPAWN_TAP_FD) && vm->cfg.tap_name) {
+        full[k++] = (char *)"--tap";
+        full[k++] = (char *)vm->cfg.tap_name;
+        if (vm->tap_owned) {
+            full[k++] = (char *)"--tap-owner";
+            full[k++] = vm->tap_owner;
+        }
+    }
     memcpy(full + k, extra, n_extra * sizeof(char *));
     k += n_extra;
     full[k++] = (char *)"--";

@@ -11,6 +11,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <sys/ioctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +152,67 @@ static void test_new_netns_is_empty(void **state)
     assert_string_equal(after_lo, "");
 }
 
+/* A persistent tap in our own namespace, for the trampoline to open. */
+static int make_tap(const char *name)
+{
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+    int r = ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETPERSIST, 1) < 0 ? -errno : 0;
+    close(fd);
+    return r;
+}
+
+static void drop_tap(const char *name)
+{
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+    if (ioctl(fd, TUNSETIFF, &ifr) == 0)
+        ioctl(fd, TUNSETPERSIST, 0);
+    close(fd);
+}
+
+/* --tap opens the tap for the VMM on fd 6 (a jailed VMM could not), and
+ * --tap-owner hands it to the jail's user; a missing tap fails closed. */
+static void test_tap_is_opened_and_handed_over(void **state)
+{
+    if (geteuid() != 0 || access("/dev/net/tun", R_OK | W_OK) != 0) {
+        print_message("SKIP: taps need root and /dev/net/tun\n");
+        skip();
+    }
+    char name[IFNAMSIZ];
+    snprintf(name, sizeof(name), "ictl%d", (int)getpid() % 100000);
+    assert_int_equal(make_tap(name), 0);
+    char script[256];
+    snprintf(script, sizeof(script),
+             "readlink /proc/self/fd/6; cat /sys/class/net/%s/owner /sys/class/net/%s/group", name,
+             name);
+    const char *extra[] = {"--tap", name, "--tap-owner", "4242:4343", NULL};
+    const char *prog[] = {"/bin/sh", "-c", script, NULL};
+    struct launched l;
+    launch(extra, prog, &l);
+    drop_tap(name);
+    assert_int_equal(exit_code(&l), 0);
+    assert_string_equal(l.msg, "");
+    assert_string_equal(l.out, "/dev/net/tun\n4242\n4343\n");
+
+    const char *missing[] = {"--new-netns", "--tap", name, NULL};
+    const char *echo[] = {"/bin/echo", "must-not-run", NULL};
+    launch(missing, echo, &l);
+    assert_int_equal(exit_code(&l), 127);
+    assert_string_equal(l.out, "");
+    assert_non_null(strstr(l.msg, "tap: cannot attach to the tap"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -157,6 +221,7 @@ int main(void)
         cmocka_unit_test(test_bad_options_are_reported),
         cmocka_unit_test(test_exec_failure_is_reported),
         cmocka_unit_test(test_new_netns_is_empty),
+        cmocka_unit_test(test_tap_is_opened_and_handed_over),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
