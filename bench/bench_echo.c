@@ -32,8 +32,8 @@
 #include <unistd.h>
 
 #define READY_MARKER "IC-ECHO-READY\n"
-#define CHUNK (64u * 1024u)
-#define READ_BUF (256u * 1024u)
+#define CHUNK ((size_t)64 * 1024)
+#define READ_BUF ((size_t)256 * 1024)
 #define STALL_TIMEOUT_MS 30000
 #define EXIT_TIMEOUT_MS 10000
 
@@ -53,11 +53,12 @@ static int fail(const char *what)
 static int listen_on(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(sa.sun_path)) {
+    size_t len = strlen(path);
+    if (len >= sizeof(sa.sun_path)) {
         errno = ENAMETOOLONG;
         return fail(path);
     }
-    strcpy(sa.sun_path, path);
+    memcpy(sa.sun_path, path, len + 1);
     unlink(path);
     _cleanup_close_ int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0)
@@ -158,7 +159,7 @@ static int transfer(int fd, uint64_t total, struct result *res)
     if (!in)
         return fail("malloc");
     if (fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
-        return fail("fcntl");
+        return fail("fcntl"); // NOLINT(clang-analyzer-unix.Malloc): freed by _cleanup_free_
     uint64_t sent = 0, got = 0, t0 = now_ns();
     while (got < total) {
         struct pollfd p = {.fd = fd, .events = POLLIN | (sent < total ? POLLOUT : 0)};

@@ -373,7 +373,7 @@ static void conn_read(ic_conn *c)
 {
     uint8_t *p;
     size_t room;
-    int r = ic_decoder_space(c->dec, IC_GUEST_READ_CHUNK, &p, &room);
+    int r = ic_decoder_space(c->dec, (size_t)IC_GUEST_READ_CHUNK, &p, &room);
     if (r < 0) {
         ic_conn_fail(c, -r, "cannot buffer input: %s", strerror(-r));
         return;

@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -98,10 +99,7 @@ static char *temp_name(const char *path)
     char *t = malloc(total);
     if (!t)
         return NULL;
-    memcpy(t, path, dlen);
-    t[dlen] = '.';
-    strcpy(t + dlen + 1, slash + 1);
-    strcat(t, TMP_SUFFIX);
+    snprintf(t, total, "%.*s.%s%s", (int)dlen, path, slash + 1, TMP_SUFFIX);
     return t;
 }
 
@@ -335,7 +333,7 @@ static json_t *name_json(const char *name)
     for (char *p = copy; *p; p++)
         if ((unsigned char)*p >= 0x80)
             *p = '?';
-    return json_string(copy);
+    return json_string(copy); // NOLINT(clang-analyzer-unix.Malloc): freed by _cleanup_free_
 }
 
 static int entry_cmp(const void *a, const void *b)
@@ -370,6 +368,7 @@ static int list_collect(DIR *d, json_t ***out, size_t *count)
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 64;
+            /* NOLINTNEXTLINE(bugprone-sizeof-expression): the elements are pointers */
             json_t **nv = realloc(v, cap * sizeof(*nv));
             if (!nv) {
                 json_decref(e);
@@ -401,7 +400,8 @@ void ic_files_list(ic_conn *c, uint32_t id, json_t *params)
     int r = list_collect(d, &v, &n);
     closedir(d);
     json_t *arr = r == 0 ? json_array() : NULL;
-    if (arr) {
+    if (arr && n > 0) {
+        /* NOLINTNEXTLINE(bugprone-sizeof-expression): the elements are pointers */
         qsort(v, n, sizeof(*v), entry_cmp);
         for (size_t i = 0; i < n; i++)
             json_array_append(arr, v[i]);

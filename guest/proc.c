@@ -150,13 +150,15 @@ static int build_env(ic_conn *c, uint32_t id, json_t *jenv, char ***out)
     if (!jenv)
         jenv = empty = json_array();
     int r = string_array(c, id, jenv, "env", &add);
+    /* Counted first: the decref frees jenv when it is our empty array. */
+    size_t nadd = json_array_size(jenv);
     json_decref(empty);
     if (r < 0)
         return r;
     _cleanup_free_ char **addv = add;
-    size_t nadd = json_array_size(jenv);
     char **env = calloc(nbase + nadd + 1, sizeof(*env));
     if (!env) {
+        /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): addv is freed by _cleanup_free_ */
         ic_conn_error(c, id, ENOMEM, "out of memory");
         return -ENOMEM;
     }

@@ -121,9 +121,10 @@ int ic_transport_vsock_listen(unsigned port, unsigned timeout_ms, int *fd, ic_er
 int ic_transport_unix_listen(const char *path, int *fd, ic_err *err)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(sa.sun_path))
+    size_t len = strlen(path);
+    if (len >= sizeof(sa.sun_path))
         return ic_err_set(err, ENAMETOOLONG, "socket path \"%s\" is too long", path);
-    strcpy(sa.sun_path, path);
+    memcpy(sa.sun_path, path, len + 1);
     struct stat st;
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode))

@@ -27,7 +27,7 @@
 #include "ironclaw/err.h"
 
 #define IC_PROTO_VERSION 1
-#define IC_FRAME_MAX (16u * 1024u * 1024u)   /* largest L accepted */
+#define IC_FRAME_MAX ((size_t)16 * 1024 * 1024)   /* largest L accepted */
 #define IC_FRAME_HEADER 5u                   /* length + kind */
 #define IC_DATA_HEADER 5u                    /* stream + channel, after kind */
 #define IC_DATA_CHUNK ((size_t)64 * 1024)         /* what senders put in one DATA frame */

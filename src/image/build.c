@@ -144,6 +144,7 @@ static int ensure_dir(ic_cpio *c, struct dirset *s, const char *path, mode_t per
         _cleanup_free_ char *parent = strndup(path, (size_t)(slash - path));
         if (!parent)
             return ic_err_set(err, ENOMEM, "out of memory");
+        /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): parent is freed by _cleanup_free_ */
         int r = ensure_dir(c, s, parent, 0755, err);
         if (r < 0)
             return r;
@@ -164,6 +165,7 @@ static int ensure_parent(ic_cpio *c, struct dirset *s, const char *path, ic_err 
     if (!slash)
         return 0;
     _cleanup_free_ char *parent = strndup(path, (size_t)(slash - path));
+    /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): parent is freed by _cleanup_free_ */
     return parent ? ensure_dir(c, s, parent, 0755, err) : ic_err_set(err, ENOMEM, "out of memory");
 }
 
@@ -257,6 +259,7 @@ static int write_initrd(int fd, struct ic_image_inputs *in, size_t *napplets, ic
     }
     if (r == 0)
         r = ic_cpio_add_file(c, "etc/ironclaw/modules.order", 0644, order, len, err);
+    /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): order is freed by _cleanup_free_ */
     dirset_free(&ds);
     if (r < 0) {
         ic_cpio_abort(c);
@@ -486,7 +489,7 @@ static int build_into(const char *tmp, const char *name, struct ic_image_inputs 
         if (r < 0)
             return r;
     }
-    struct ic_image_hashed kh, ih;
+    struct ic_image_hashed kh = {0}, ih = {0};
     if ((r = hash_output(kpath, &kh, err)) < 0 || (r = hash_output(ipath, &ih, err)) < 0)
         return r;
     struct timespec now;

@@ -61,6 +61,7 @@ static int clean_name(const char *path, const char **out, ic_err *err)
 {
     while (*path == '/')
         path++;
+    *out = path;   /* on every path: the analyzer cannot see ic_err_set() is < 0 */
     if (!*path)
         return ic_err_set(err, EINVAL, "cpio: empty entry name");
     for (const char *p = path; *p;) {
@@ -72,7 +73,6 @@ static int clean_name(const char *path, const char **out, ic_err *err)
         if (slash && !*p)
             return ic_err_set(err, EINVAL, "cpio: bad entry name '%s'", path);
     }
-    *out = path;
     return 0;
 }
 

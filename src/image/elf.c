@@ -58,7 +58,9 @@ static int in_file(const struct mapped *m, uint64_t off, uint64_t n)
 
 static int check_ehdr(const struct mapped *m, const char *path, Elf64_Ehdr *eh, ic_err *err)
 {
-    memcpy(eh, m->p, sizeof(*eh));
+    /* m is mapped: map_file() failing returned ic_err_sys() < 0, which the
+     * analyzer cannot see (it takes that path as success). */
+    memcpy(eh, m->p, sizeof(*eh)); // NOLINT(clang-analyzer-core.NonNullParamChecker)
     if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0)
         return ic_err_set(err, ENOEXEC, "%s is not an ELF file", path);
     if (eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_ident[EI_DATA] != ELFDATA2LSB)

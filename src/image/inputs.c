@@ -220,9 +220,13 @@ static void busybox_version(const char *path, char *out, size_t size)
  * with a deadline: a broken binary must not hang the build. */
 static int busybox_applets(const char *busybox, char **out, ic_err *err)
 {
+    size_t cap = 16384, len = 0;
+    _cleanup_free_ char *buf = malloc(cap + 1);
+    if (!buf)
+        return ic_err_set(err, ENOMEM, "out of memory");
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) < 0)
-        return ic_err_sys(err, errno, "cannot create a pipe");
+        return ic_err_sys(err, errno, "cannot create a pipe"); // NOLINT(clang-analyzer-unix.Malloc): freed by _cleanup_free_
     pid_t pid = fork();
     if (pid < 0) {
         close(fds[0]);
@@ -239,9 +243,7 @@ static int busybox_applets(const char *busybox, char **out, ic_err *err)
     }
     close(fds[1]);
     _cleanup_close_ int rd = fds[0];
-    size_t cap = 16384, len = 0;
-    _cleanup_free_ char *buf = malloc(cap + 1);
-    int r = buf ? 0 : ic_err_set(err, ENOMEM, "out of memory");
+    int r = 0;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     while (r == 0) {

@@ -292,7 +292,8 @@ int ic_image_resolve_modules(const char *modules_dir, const char *release,
     if (r == 0)
         r = load_builtin(&ix, err);
     if (r == 0) {
-        qsort(ix.v, ix.n, sizeof(*ix.v), by_name_then_path);
+        if (ix.n > 0)   /* an empty tree leaves ix.v NULL, which qsort() must not get */
+            qsort(ix.v, ix.n, sizeof(*ix.v), by_name_then_path);
         for (size_t i = 0; r == 0 && i < nwanted; i++)
             r = visit(&ix, wanted[i], NULL, out, 0, err);
     }

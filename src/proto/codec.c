@@ -26,7 +26,7 @@
 /* A buffer that grew past this for one big frame shrinks again once what
  * it holds is small, so one 16 MiB message does not pin 32 MiB for the rest
  * of the connection. */
-#define DEC_KEEP_CAP (1024u * 1024u)
+#define DEC_KEEP_CAP ((size_t)1024 * 1024)
 
 struct ic_decoder {
     ic_buf buf;
@@ -214,7 +214,7 @@ int ic_frame_put_json(ic_buf *out, uint8_t kind, const char *json, size_t len, i
     if (kind != IC_FRAME_HELLO && kind != IC_FRAME_MSG)
         return ic_err_set(err, EINVAL, "cannot encode a JSON frame of kind %u", (unsigned)kind);
     if (len > IC_FRAME_MAX - 1)
-        return ic_err_set(err, EMSGSIZE, "%s of %zu bytes exceeds the %u-byte frame limit",
+        return ic_err_set(err, EMSGSIZE, "%s of %zu bytes exceeds the %zu-byte frame limit",
                           kind_name(kind), len, IC_FRAME_MAX);
     int r = put_header(out, (uint32_t)(1 + len), kind, IC_FRAME_HEADER + len, err);
     if (r < 0)
@@ -227,7 +227,7 @@ int ic_frame_put_data(ic_buf *out, uint32_t stream, uint8_t channel,
                       const void *data, size_t len, ic_err *err)
 {
     if (len > IC_FRAME_MAX - 1 - IC_DATA_HEADER)
-        return ic_err_set(err, EMSGSIZE, "DATA payload of %zu bytes exceeds the %u-byte frame limit",
+        return ic_err_set(err, EMSGSIZE, "DATA payload of %zu bytes exceeds the %zu-byte frame limit",
                           len, IC_FRAME_MAX);
     size_t total = IC_FRAME_HEADER + IC_DATA_HEADER + len;
     int r = put_header(out, (uint32_t)(1 + IC_DATA_HEADER + len), IC_FRAME_DATA, total, err);

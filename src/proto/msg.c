@@ -153,7 +153,7 @@ static int put_object(ic_buf *out, uint8_t kind, json_t *obj, ic_err *err)
     if (n == 0)
         return ic_err_set(err, EINVAL, "cannot encode message as JSON");
     if (n > IC_FRAME_MAX - 1)
-        return ic_err_set(err, EMSGSIZE, "message of %zu bytes exceeds the %u-byte frame limit",
+        return ic_err_set(err, EMSGSIZE, "message of %zu bytes exceeds the %zu-byte frame limit",
                           n, IC_FRAME_MAX);
     if (ic_buf_reserve(out, IC_FRAME_HEADER + n) < 0)
         return ic_err_set(err, ENOMEM, "out of memory encoding a %zu-byte message", n);

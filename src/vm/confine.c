@@ -36,8 +36,8 @@
 struct ic_confine {
     ic_seccomp_policy *policy;
     ic_audit *audit;
-    bool own_audit;
     uint64_t max_violations;
+    bool own_audit;
     bool no_jail;
     uint32_t uid_base, uid_count;
     char cg_parent[64];
@@ -58,10 +58,10 @@ struct ic_confine {
     uv_timer_t timer;
     bool timer_open;
     uint64_t written_total;
-    bool written_stop;
     uv_work_t work;
-    bool writing;
     char *pending_text;
+    bool written_stop;
+    bool writing;
     char audit_path[IC_PATH_MAX];
 };
 

@@ -57,7 +57,7 @@
 
 #define MAX_API 16
 #define MAX_VS 8
-#define REQ_MAX (64 * 1024)
+#define REQ_MAX ((size_t)64 * 1024)
 #define SPLICE_BUF (64 * 1024)
 
 struct api_conn {
@@ -419,11 +419,12 @@ static bool is_elf(const char *path)
 static int listen_unix(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(sa.sun_path)) {
+    size_t len = strlen(path);
+    if (len >= sizeof(sa.sun_path)) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    strcpy(sa.sun_path, path);
+    memcpy(sa.sun_path, path, len + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -1;
@@ -960,8 +961,9 @@ int main(int argc, char **argv)
 {
     S.root = env("FAKE_FC_ROOT", "");
     S.version = env("FAKE_FC_VERSION", "1.7.0");
-    S.jail_uid = getenv("FAKE_FC_JAIL_UID") ? atol(getenv("FAKE_FC_JAIL_UID")) : -1;
-    S.jail_gid = getenv("FAKE_FC_JAIL_GID") ? atol(getenv("FAKE_FC_JAIL_GID")) : -1;
+    const char *uid = getenv("FAKE_FC_JAIL_UID"), *gid = getenv("FAKE_FC_JAIL_GID");
+    S.jail_uid = uid ? atol(uid) : -1;
+    S.jail_gid = gid ? atol(gid) : -1;
     S.vs_fd = -1;
     for (int i = 0; i < MAX_VS; i++)
         S.vs[i].host = S.vs[i].guest = -1;

@@ -156,7 +156,7 @@ static void host_read(host *h)
     for (;;) {
         uint8_t *p;
         size_t room;
-        assert_int_equal(ic_decoder_space(h->dec, 256 * 1024, &p, &room), 0);
+        assert_int_equal(ic_decoder_space(h->dec, (size_t)256 * 1024, &p, &room), 0);
         ssize_t n = recv(h->fd, p, room, 0);
         if (n > 0) {
             ic_decoder_commit(h->dec, (size_t)n);

@@ -340,7 +340,7 @@ static void test_long_stream_bounded(void **state)
     assert_int_equal(ic_decoder_pending(d), 0);
     /* The pending part of a frame is < 1.6 KiB: room never needs to pass
      * a small multiple of the 64 KiB read size. */
-    assert_true(max_room <= 4 * 65536);
+    assert_true(max_room <= (size_t)4 * 65536);
     ic_decoder_free(d);
     ic_buf_free(&wire);
 }
@@ -435,7 +435,7 @@ static void test_full_size_frame(void **state)
     ic_decoder *d = ic_decoder_new(0);
     const uint8_t *p = ic_buf_head(&wire);
     size_t n = ic_buf_size(&wire);
-    ic_frame f;
+    ic_frame f = {0};
     for (size_t off = 0; off < n; off += IC_DATA_CHUNK) {
         size_t k = n - off < IC_DATA_CHUNK ? n - off : IC_DATA_CHUNK;
         feed_space(d, p + off, k, IC_DATA_CHUNK);

@@ -85,10 +85,10 @@ static size_t make_elf(unsigned char *buf, size_t size)
 /* A bzImage around `payload`: boot protocol `version`, payload fields. */
 static void make_bzimage(const char *path, const void *payload, size_t plen, unsigned version)
 {
-    size_t setup = (1 + 1) * 512, off = 300, total = setup + off + plen + 4;
+    size_t setup = (size_t)(1 + 1) * 512, off = 300, total = setup + off + plen + 4;
     unsigned char *b = calloc(1, total);
     b[0x1f1] = 1;
-    memcpy(b + 0x202, "HdrS", 4);
+    memcpy(b + 0x202, "HdrS", 4); // NOLINT(bugprone-not-null-terminated-result): a magic, not a string
     b[0x206] = (unsigned char)(version & 0xff);
     b[0x207] = (unsigned char)(version >> 8);
     uint32_t o = (uint32_t)off, l = (uint32_t)plen;

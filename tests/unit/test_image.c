@@ -163,7 +163,7 @@ static void make_exe(const char *path, const char *out, bool interp)
     }
     memcpy(f + sizeof(eh), ph, nph * sizeof(Elf64_Phdr));
     memcpy(f + off_code, code, sizeof(code));
-    memcpy(f + off_code + sizeof(code), out, len);
+    memcpy(f + off_code + sizeof(code), out, len); // NOLINT(bugprone-not-null-terminated-result): bytes written, no NUL
     memcpy(f + total - sizeof(interp_path), interp_path, sizeof(interp_path));
     write_bytes(path, f, total, 0755);
     free(f);
@@ -824,7 +824,7 @@ static void test_concurrent_reader(void **state)
     skip_unless_x86_64();
     struct fixture *f = *state;
     ic_err err = {0};
-    bool rebuilt;
+    bool rebuilt = false;
     assert_int_equal(build(f, false, &rebuilt, &err), 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
