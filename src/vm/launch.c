@@ -154,7 +154,7 @@ static void parse(int argc, char **argv, struct launch_opts *o)
     /* --status-fd comes first on the command line vm.c builds, so that
      * even a bad later option is reported through it. */
     int i = 2;
-    for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
+    for (; i < argc && argv[i] && strcmp(argv[i], "--") != 0; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--parent") == 0 && v) {

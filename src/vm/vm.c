@@ -28,7 +28,7 @@
 
 #define CHANNEL_TIMEOUT_DEFAULT_MS 15000
 
-struct ic_vm {
+struct ic_vm { // NOLINT(clang-analyzer-optin.performance.Padding): one per VM, grouped by meaning
     uv_loop_t *loop;
     struct ic_vm_config cfg;
     char name[IC_NAME_MAX + 1];
@@ -347,7 +347,7 @@ int ic_vm__spawn_vmm_flags(ic_vm *vm, char *const argv[], const char *log_path, 
 
     r = ic_state_add(vm->state, IC_RES_PROCESS, "vmm", NULL, err);
     if (r < 0)
-        return r;
+        return r; // NOLINT(clang-analyzer-unix.Malloc): full is freed by _cleanup_free_
     _cleanup_close_ int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (log_fd < 0)
         return ic_err_sys(err, errno, "cannot create %s", log_path);

@@ -318,7 +318,7 @@ static void test_pool_concurrent(void **state)
     size_t n = 0;
     for (int k = 0; k < KIDS; k++) {
         uint32_t blk;
-        while (read(fds[k][0], &blk, sizeof(blk)) == sizeof(blk) && n < KIDS * EACH)
+        while (read(fds[k][0], &blk, sizeof(blk)) == sizeof(blk) && n < (size_t)KIDS * EACH)
             seen[n++] = blk;
         close(fds[k][0]);
         int st;
