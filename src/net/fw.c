@@ -233,8 +233,8 @@ static int nft_verify(const struct ic_fw_rules *r, ic_err *err)
         _cleanup_free_ char *json = NULL;
         rc = ic_net__nft_run(cmd, true, &json, err);
         /* json is freed by _cleanup_free_ each round; clang 14 does not see it. */
-        if (rc == 0 && (!json || ic_buf_append(&all, json, strlen(json)) < 0 || // NOLINT(clang-analyzer-unix.Malloc)
-                        ic_buf_append_u8(&all, '\n') < 0))
+        if (rc == 0 && (!json || ic_buf_append(&all, json, strlen(json)) < 0 ||
+                        ic_buf_append_u8(&all, '\n') < 0)) // NOLINT(clang-analyzer-unix.Malloc)
             rc = ic_err_set(err, ENOMEM, "out of memory");
     }
     if (rc == 0 && ic_buf_append_u8(&all, 0) < 0)
