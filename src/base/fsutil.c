@@ -1,5 +1,5 @@
 /*
- * fsutil.c - whole-file I/O, atomic replace, recursive mkdir/remove, and
+ * fsutil.c - whole-file I/O, small reads, copies, atomic replace, recursive mkdir/remove, and
  * SHA-256 (OpenSSL EVP) for content-addressing image inputs.
  */
 #include "ironclaw/fsutil.h"
@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -63,6 +65,73 @@ static int write_all(int fd, const void *data, size_t len)
             return -errno;
         p += w;
         len -= (size_t)w;
+    }
+    return 0;
+}
+
+ssize_t ic_file_read_small(const char *path, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n;
+    do
+        n = read(fd, buf, size - 1);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    buf[n] = '\0';
+    return n;
+}
+
+/* Reflink, then copy_file_range, then plain read/write. */
+static int copy_fd(int in, int out)
+{
+    if (ioctl(out, FICLONE, in) == 0)
+        return 0;
+    for (;;) {
+        ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+        if (n == 0)
+            return 0;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            break;
+    }
+    if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+        return -errno;
+    if (lseek(in, 0, SEEK_SET) < 0 || ftruncate(out, 0) < 0 || lseek(out, 0, SEEK_SET) < 0)
+        return -errno;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return 0;
+        int r = write_all(out, buf, (size_t)n);
+        if (r < 0)
+            return r;
+    }
+}
+
+int ic_file_copy(const char *from, const char *to, mode_t mode, ic_err *err)
+{
+    _cleanup_close_ int in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return ic_err_sys(err, errno, "cannot open %s", from);
+    _cleanup_close_ int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (out < 0)
+        return ic_err_sys(err, errno, "cannot create %s", to);
+    int r = copy_fd(in, out);
+    if (r == 0 && fsync(out) < 0)
+        r = -errno;
+    if (r < 0) {
+        unlink(to);
+        return ic_err_sys(err, -r, "cannot copy %s to %s", from, to);
     }
     return 0;
 }

@@ -383,36 +383,6 @@ static bool up_to_date(const char *data, const char *name, const struct ic_image
 
 /* ---- files --------------------------------------------------------------- */
 
-static int copy_file(const char *from, const char *to, mode_t mode, ic_err *err)
-{
-    _cleanup_close_ int in = open(from, O_RDONLY | O_CLOEXEC);
-    if (in < 0)
-        return ic_err_sys(err, errno, "cannot open %s", from);
-    _cleanup_close_ int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (out < 0)
-        return ic_err_sys(err, errno, "cannot create %s", to);
-    char buf[65536];
-    for (;;) {
-        ssize_t n = read(in, buf, sizeof(buf));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return ic_err_sys(err, errno, "cannot read %s", from);
-        if (n == 0)
-            break;
-        for (ssize_t done = 0; done < n;) {
-            ssize_t w = write(out, buf + done, (size_t)(n - done));
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0)
-                return ic_err_sys(err, errno, "cannot write %s", to);
-            done += w;
-        }
-    }
-    if (fsync(out) < 0)
-        return ic_err_sys(err, errno, "cannot sync %s", to);
-    return 0;
-}
 
 static int hash_output(const char *path, struct ic_image_hashed *h, ic_err *err)
 {
@@ -445,7 +415,7 @@ static int make_vmlinux(const char *tmp, const struct ic_image_inputs *in, struc
     ic_err e = {0};
     if (in->kernel_elf) {
         snprintf(vx->how, sizeof(vx->how), "copy of %s", in->kernel);
-        r = copy_file(in->kernel, xpath, 0644, &e);
+        r = ic_file_copy(in->kernel, xpath, 0644, &e);
     } else {
         r = ic_image_extract_vmlinux(in->kernel, xpath, vx->how, sizeof(vx->how), &e);
     }
@@ -471,9 +441,9 @@ static int build_into(const char *tmp, const char *name, struct ic_image_inputs 
     if (r == 0)
         r = ic_path_join(cpath, sizeof(cpath), err, "%s/config", tmp);
     if (r == 0)
-        r = copy_file(in->kernel, kpath, 0644, err);
+        r = ic_file_copy(in->kernel, kpath, 0644, err);
     if (r == 0 && in->kernel_config[0])
-        r = copy_file(in->kernel_config, cpath, 0644, err);
+        r = ic_file_copy(in->kernel_config, cpath, 0644, err);
     if (r == 0)
         r = make_vmlinux(tmp, in, vx, err);
     if (r < 0)

@@ -12,6 +12,7 @@
 #include "vm/jail.h"
 
 #include "ironclaw/cleanup.h"
+#include "ironclaw/fsutil.h"
 #include "ironclaw/log.h"
 
 #include <dirent.h>
@@ -48,13 +49,8 @@ static bool v2_offers(const char *mount, const char *ctrl)
     char path[IC_PATH_MAX], buf[512];
     if (snprintf(path, sizeof(path), "%s/cgroup.controllers", mount) >= (int)sizeof(path))
         return false;
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (ic_file_read_small(path, buf, sizeof(buf)) <= 0)
         return false;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    if (n <= 0)
-        return false;
-    buf[n] = '\0';
     buf[strcspn(buf, "\n")] = '\0';
     return has_word(buf, ctrl, ' ');
 }

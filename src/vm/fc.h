@@ -136,8 +136,6 @@ int ic_fc_jail_touch(const struct ic_fc_jail *j, const char *name, ic_err *err);
  * (or grandparent, while the jailer still runs) is `supervisor`. */
 int ic_fc_jail_read_pid(const struct ic_fc_jail *j, pid_t supervisor, pid_t *pid, ic_err *err);
 
-/* Copies a file (copy_file_range, then read/write), fsync'd, mode `mode`. */
-int ic_fc_copy_file(const char *from, const char *to, mode_t mode, ic_err *err);
 
 /* ---- fc_filter.c --------------------------------------------------------- */
 

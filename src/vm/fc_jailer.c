@@ -156,69 +156,6 @@ int ic_fc_jail_argv(const struct ic_fc_jail *j, const char *jailer, const char *
 
 /* ---- files in the root ------------------------------------------------------------ */
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Reflink, then copy_file_range, then plain read/write. */
-static int copy_fd(int in, int out)
-{
-    if (ioctl(out, FICLONE, in) == 0)
-        return 0;
-    for (;;) {
-        ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
-        if (n == 0)
-            return 0;
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            break;
-    }
-    if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
-        return -errno;
-    if (lseek(in, 0, SEEK_SET) < 0 || ftruncate(out, 0) < 0 || lseek(out, 0, SEEK_SET) < 0)
-        return -errno;
-    char buf[65536];
-    for (;;) {
-        ssize_t n = read(in, buf, sizeof(buf));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0)
-            return 0;
-        int r = write_all(out, buf, (size_t)n);
-        if (r < 0)
-            return r;
-    }
-}
-
-int ic_fc_copy_file(const char *from, const char *to, mode_t mode, ic_err *err)
-{
-    _cleanup_close_ int in = open(from, O_RDONLY | O_CLOEXEC);
-    if (in < 0)
-        return ic_err_sys(err, errno, "cannot open %s", from);
-    _cleanup_close_ int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (out < 0)
-        return ic_err_sys(err, errno, "cannot create %s", to);
-    int r = copy_fd(in, out);
-    if (r < 0) {
-        unlink(to);
-        return ic_err_sys(err, -r, "cannot copy %s to %s", from, to);
-    }
-    return 0;
-}
-
 static int root_path(const struct ic_fc_jail *j, const char *name, char *out, ic_err *err)
 {
     if (!*name || strchr(name, '/') || name[0] == '.')
@@ -247,7 +184,7 @@ int ic_fc_jail_install(const struct ic_fc_jail *j, const char *src, const char *
     /* A link shares the inode: only for read-only files everyone may read. */
     if (!writable && (st.st_mode & S_IROTH) && link(src, dst) == 0)
         return 0;
-    r = ic_fc_copy_file(src, dst, writable ? 0600 : 0400, err);
+    r = ic_file_copy(src, dst, writable ? 0600 : 0400, err);
     if (r == 0 && chown(dst, j->uid, j->gid) < 0)
         r = ic_err_sys(err, errno, "cannot give %s to the jail user %u", dst, (unsigned)j->uid);
     return r;
@@ -274,13 +211,8 @@ static bool proc_info(pid_t pid, char *comm, size_t size, pid_t *ppid)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (ic_file_read_small(path, buf, sizeof(buf)) <= 0)
         return false;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    if (n <= 0)
-        return false;
-    buf[n] = '\0';
     char *open_paren = strchr(buf, '('), *close_paren = strrchr(buf, ')');
     if (!open_paren || !close_paren || close_paren < open_paren)
         return false;

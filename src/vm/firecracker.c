@@ -435,7 +435,7 @@ static int run_prepare(struct job *j)
         if (r == 0)
             r = create_private(c->metrics, err);
         if (r == 0 && c->drive_rw)
-            r = ic_fc_copy_file(c->drive, c->drive_copy, 0600, err);
+            r = ic_file_copy(c->drive, c->drive_copy, 0600, err);
         return r;
     }
     r = ic_fc_jail_install(&c->jail, c->kernel, "vmlinux", false, err);
