@@ -175,7 +175,7 @@ static int jail_args(ic_confine *c, const struct ic_confine_spawn *s, ic_err *er
     struct ic_cg_plan plan;
     struct ic_cg_limits lim = {
         .mem_bytes = ((uint64_t)s->mem_mib + IC_JAIL_MEM_OVERHEAD_MIB) << 20,
-        .cpus = s->cpus,
+        .cpus = s->cpus + IC_JAIL_CPU_OVERHEAD,
         .pids = IC_JAIL_PIDS_MAX,
     };
     char name[48];

@@ -83,7 +83,8 @@ t_sec_vmm_confined() { need_vm; need_py; need_root
   [ ! -e "/proc/$vmm/root/etc/passwd" ] || bad "the jail shows /etc/passwd"
   [ ! -e "/proc/$vmm/root/$DIR/state.json" ] || bad "the jail shows the VM's state record"
   [ -e "/proc/$vmm/root/$DIR/console.log" ] || bad "the jail lacks the console log"
-  # cgroup limits: guest memory plus the overhead, one period of CPU, pids
+  # cgroup limits: guest memory plus the overhead, the vCPU plus one CPU
+  # for QEMU's own threads, pids
   local cg found=0
   while read -r cg; do
     [ -n "$cg" ] || continue
@@ -96,8 +97,8 @@ t_sec_vmm_confined() { need_vm; need_py; need_root
       [ "$(cat "$cg/memory.max")" = $(( (256 + 256) << 20 )) ] || bad "$cg/memory.max = $(cat "$cg/memory.max")"
     fi
     [ ! -e "$cg/pids.max" ] || [ "$(cat "$cg/pids.max")" = 128 ] || bad "$cg/pids.max = $(cat "$cg/pids.max")"
-    [ ! -e "$cg/cpu.cfs_quota_us" ] || [ "$(cat "$cg/cpu.cfs_quota_us")" = 100000 ] || bad "$cg/cpu.cfs_quota_us = $(cat "$cg/cpu.cfs_quota_us")"
-    [ ! -e "$cg/cpu.max" ] || [ "$(cat "$cg/cpu.max")" = "100000 100000" ] || bad "$cg/cpu.max = $(cat "$cg/cpu.max")"
+    [ ! -e "$cg/cpu.cfs_quota_us" ] || [ "$(cat "$cg/cpu.cfs_quota_us")" = 200000 ] || bad "$cg/cpu.cfs_quota_us = $(cat "$cg/cpu.cfs_quota_us")"
+    [ ! -e "$cg/cpu.max" ] || [ "$(cat "$cg/cpu.max")" = "200000 100000" ] || bad "$cg/cpu.max = $(cat "$cg/cpu.max")"
   done < <(sec_state_get "$DIR" '[r["path"] for r in res("cgroup")]')
   [ "$found" -ge 1 ] || bad "the record lists no cgroup"
   grep -q '^Max open files *4096 *4096' "/proc/$vmm/limits" || bad "VMM RLIMIT_NOFILE: $(grep 'open files' "/proc/$vmm/limits")"

@@ -105,11 +105,23 @@ struct run {
     bool done;
     ic_err done_err;
     char state_json[8192];         /* the record while the command ran */
+    char failure[512];             /* a failure seen in a callback; reported after the loop */
 };
+
+/* Callbacks only note a failure and wind the VM down: a cmocka failure
+ * (a longjmp) from inside uv_run would leave the loop and the pool's
+ * jobs pointing at a dead stack frame. */
+static void note_failure(struct run *r, const char *what, const char *msg)
+{
+    if (!r->failure[0])
+        snprintf(r->failure, sizeof(r->failure), "%s%s", what, msg);
+}
 
 static void on_deadline(uv_timer_t *t)
 {
-    fail_msg("test deadline expired");
+    struct run *r = t->data;
+    note_failure(r, "test deadline expired", "");
+    uv_stop(t->loop);
 }
 
 static void on_done(const struct ic_sandbox_timings *t, const ic_err *err, void *ud)
@@ -125,8 +137,12 @@ static void on_done(const struct ic_sandbox_timings *t, const ic_err *err, void 
 
 static void ex_started(ic_exec *ex, int pid, const ic_err *err, void *ud)
 {
-    if (err)
-        fail_msg("exec did not start: %s", err->msg);
+    struct run *r = ud;
+    if (err) {
+        note_failure(r, "exec did not start: ", err->msg);
+        if (r->sb)
+            ic_sandbox_kill(r->sb, on_done, r);
+    }
 }
 
 static void ex_output(ic_exec *ex, int ch, const uint8_t *p, size_t n, void *ud)
@@ -189,7 +205,9 @@ static void on_ready(ic_sandbox *sb, const ic_err *err, void *ud)
 
 static void on_lost(ic_sandbox *sb, const ic_err *err, void *ud)
 {
-    fail_msg("VM lost: %s", err->msg);
+    struct run *r = ud;
+    note_failure(r, "VM lost: ", err->msg);
+    ic_sandbox_kill(sb, on_done, r);
 }
 
 static void on_early(uv_timer_t *t)
@@ -205,6 +223,7 @@ static void run(struct run *r)
 {
     uv_loop_init(&r->loop);
     uv_timer_init(&r->loop, &r->deadline);
+    r->deadline.data = r;
     uv_timer_start(&r->deadline, on_deadline, 60000, 0);
     uv_timer_init(&r->loop, &r->early);
     r->early.data = r;
@@ -223,6 +242,8 @@ static void run(struct run *r)
         uv_timer_start(&r->early, on_early, r->destroy_after_ms, 0);
     }
     uv_run(&r->loop, UV_RUN_DEFAULT);
+    if (r->failure[0])
+        fail_msg("%s", r->failure);
     assert_true(r->done);
     assert_int_equal(uv_loop_close(&r->loop), 0);
     for (int i = 0; i < 3; i++)
