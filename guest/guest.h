@@ -48,6 +48,8 @@
 #define IC_GUEST_LIST_MAX 4096
 /* Paths must be shorter than this (4095 bytes plus the NUL). */
 #define IC_GUEST_PATH_MAX 4096
+/* How big a command's stdin and stdout pipes are. */
+#define IC_GUEST_PIPE_SIZE (1024 * 1024)
 /* How much the connection reads per read() call. */
 #define IC_GUEST_READ_CHUNK (256u * 1024u)
 

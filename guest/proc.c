@@ -380,6 +380,11 @@ static int proc_spawn(ic_conn *c, uint32_t id, const struct exec_req *rq, struct
         ic_conn_error(c, id, -r, "pipe: %s", strerror(-r));
         goto out;
     }
+    /* Bigger pipes: fewer wake-ups between the agent and a streaming
+     * command (each costs a context switch, dear under emulation). */
+    if (in[0] >= 0)
+        fcntl(in[1], F_SETPIPE_SZ, IC_GUEST_PIPE_SIZE);
+    fcntl(out[1], F_SETPIPE_SZ, IC_GUEST_PIPE_SIZE);
     struct spawn s = {.rq = rq, .filter = &c->agent->tools, .fds = {in[0], out[1], err[1]},
                       .errpipe = ep[1]};
     pid_t pid = fork();

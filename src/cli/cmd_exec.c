@@ -103,7 +103,7 @@ static void usage(FILE *out)
             "      --put LOCAL:GUEST   copy a file into the VM before CMD (repeatable)\n"
             "      --get GUEST:LOCAL   copy a file out of the VM after CMD (repeatable)\n"
             "  -n, --no-stdin          give CMD /dev/null as stdin\n"
-            "      --name NAME         label for ps: 1-64 of [A-Za-z0-9._-], not starting\n"
+            "      --name NAME         label for ps: 1-255 of [A-Za-z0-9._-], not starting\n"
             "                          with '.' or '-'; never used in a path\n"
             "      --vmm DRIVER        auto (default), qemu or firecracker\n"
             "      --drive PATH        attach a disk image read-only as the guest's /dev/vda\n"

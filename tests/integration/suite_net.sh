@@ -152,8 +152,8 @@ want_check() { # file name ok|fail
 
 # ---- tests --------------------------------------------------------------------
 
-# Usage errors of the network options, and 200-character names: 64, one
-# clear line, nothing booted, no chain made.
+# Usage errors of the network options, and a name over 255 characters: 64,
+# one clear line, nothing booted, no chain made.
 t_net_usage() {
   local args want
   while IFS='|' read -r want args; do
@@ -177,9 +177,9 @@ t_net_usage() {
 65|fw verify no-such-vm
 EOF
   grep -q 'host bits' <("$IC" exec --net allow=10.0.0.1/8 -- true 2>&1) || bad "--net allow=10.0.0.1/8 does not explain the host bits"
-  local long; long=$(printf 'x%.0s' $(seq 200))
+  local long; long=$(printf 'x%.0s' $(seq 256))
   ic "$W/o" "$W/e" 20 exec --name "$long" --net allow=10.214.1.2 -- true
-  [ "$RC" = 64 ] || bad "a 200-character --name: status $RC, want 64"
+  [ "$RC" = 64 ] || bad "a 256-character --name: status $RC, want 64"
   local left; left=$(ls -A "$RT/vms" 2>/dev/null)
   [ -z "$left" ] || bad "usage errors left VM directories: $left"
   for args in "fw --help" "fw list --help" "exec --help"; do
@@ -319,27 +319,32 @@ EOF
   assert_no_vm_left
 }
 
-# Two VMs at once named vm-1 and vm_1: distinct chains (<= 28 chars, from
-# the internal ids) and distinct addresses from the pool.
+# Four VMs at once, named vm-1, vm_1 and two 200-character names that differ
+# only in their last character: distinct chains (<= 28 chars, from the
+# internal ids) and distinct addresses from the pool.
 t_net_names_concurrent() { need_net nft
-  local n
-  for n in vm-1 vm_1; do
+  local n i=0 long; long=$(printf 'x%.0s' $(seq 199))
+  for n in vm-1 vm_1 "${long}a" "${long}b"; do
+    i=$((i + 1))
     "$IC" "${EXEC[@]}" --name "$n" --json -n --net allow=10.214.1.2:8080/tcp -- sh -c 'sleep 3' \
-      >"$W/$n.json" 2>"$W/$n.err" &
+      >"$W/$i.json" 2>"$W/$i.err" &
     on_exit "kill -9 $! 2>/dev/null"
   done
   wait
-  "$PY" - "$W/vm-1.json" "$W/vm_1.json" <<'EOF' || bad "$(peek "$W/vm-1.json") $(peek "$W/vm-1.err") $(peek "$W/vm_1.err")"
+  "$PY" - "$W"/[1-4].json <<'EOF' || bad "$(peek "$W/1.json") $(peek "$W/1.err") $(peek "$W/3.err")"
 import json, sys
-a, b = (json.load(open(f)) for f in sys.argv[1:])
-assert a["status"] == 0 and b["status"] == 0, (a["error"], b["error"])
-na, nb = a["network"], b["network"]
-assert na["chain"] != nb["chain"], "same chain"
-assert len(na["chain"]) <= 28 and len(nb["chain"]) <= 28
-assert na["guest_addr"] != nb["guest_addr"] and na["host_if"] != nb["host_if"], (na, nb)
-for n in ("vm-1", "vm_1", "vm"):
-    assert n not in na["chain"] and n not in nb["chain"]
-for n in (na, nb):
+runs = [json.load(open(f)) for f in sys.argv[1:]]
+for r in runs:
+    assert r["status"] == 0, r["error"]
+nets = [r["network"] for r in runs]
+chains = [n["chain"] for n in nets]
+assert len(set(chains)) == 4, chains
+assert all(len(c) <= 28 for c in chains), chains
+assert len({n["guest_addr"] for n in nets}) == 4 and len({n["host_if"] for n in nets}) == 4, nets
+for c in chains:
+    for n in ("vm-1", "vm_1", "vm", "xxxx"):
+        assert n not in c, (n, c)
+for n in nets:
     assert n["mode"] == "allow" and n["backend"] == "nft" and n["allow"] == ["10.214.1.2:8080/tcp"], n
     assert n["chain"].startswith("IRONCLAW_") and len(n["chain"]) == 25, n
     assert n["guest_addr"].startswith("10.213.24") and n["tap"] == "tap0", n

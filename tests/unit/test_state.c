@@ -65,10 +65,12 @@ static void test_names(void **state)
         assert_int_equal(ic_name_validate(bad[i], &err), -EINVAL);
         assert_true(err.msg[0] != '\0');
     }
-    char longname[100];
+    char longname[300];
     memset(longname, 'a', sizeof(longname) - 1);
-    longname[99] = '\0';
+    longname[299] = '\0';
     assert_int_equal(ic_name_validate(longname, &err), -EINVAL);
+    longname[IC_NAME_MAX] = '\0';
+    assert_int_equal(ic_name_validate(longname, &err), 0);
 }
 
 struct seen {
