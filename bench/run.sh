@@ -97,6 +97,11 @@ while read -r mod; do
 done < "$ORDER"
 cp "$BENCH_BIN/bench_init_echo" "$TMP/echo/init"
 pack "$TMP/echo" "$TMP/echo.cpio" || die "cannot pack the echo initramfs"
+# The same with the image's busybox, for the echo through cat.
+mkdir -p "$TMP/echo/bin"
+cp "$TMP/image/bin/busybox" "$TMP/echo/bin/busybox" && ln -s busybox "$TMP/echo/bin/cat" ||
+  die "the image has no /bin/busybox"
+pack "$TMP/echo" "$TMP/echocat.cpio" || die "cannot pack the echo-through-cat initramfs"
 
 # ---- helpers ---------------------------------------------------------------
 
@@ -126,7 +131,7 @@ qemu_base() {
   printf '%s\n' "$QEMU" -M microvm,x-option-roms=off,isa-serial=on,rtc=off -accel "$ACCEL" \
     -cpu "$cpu" -smp 1 -m 256M -nodefaults -no-user-config -nographic -no-reboot \
     -serial "file:$1" -kernel "$TMP/vmlinuz" -initrd "$2" \
-    -append "console=ttyS0 quiet panic=-1 reboot=t$TSC_ARG"
+    -append "console=ttyS0 quiet panic=-1 reboot=t$TSC_ARG${3:+ $3}"
 }
 
 # ---- 1. cold start -----------------------------------------------------------
@@ -216,16 +221,21 @@ cli_stream() {
   awk -v m="$MIB" -v ms="$ms" 'BEGIN { if (ms > 0) printf "%.2f\n", m / (ms / 1000); else exit 1 }'
 }
 mapfile -t ECHO_CMD < <(qemu_base "$TMP/echo-console.log" "$TMP/echo.cpio")
-raw_stream() {
-  timeout $((BOOT_TIMEOUT + 120)) "$BENCH_BIN/bench_echo" "$TMP/echo.sock" "$MIB" "$BOOT_TIMEOUT" -- "${ECHO_CMD[@]}" \
-    -device virtio-serial-device -chardev "socket,id=ironclaw,path=$TMP/echo.sock" \
-    -device virtserialport,chardev=ironclaw,name=ironclaw > "$TMP/echo.json" 2> "$TMP/echo.err" || return 1
-  json_num mib_s < "$TMP/echo.json"
+mapfile -t ECHOCAT_CMD < <(qemu_base "$TMP/echocat-console.log" "$TMP/echocat.cpio" bench.via=cat)
+# echo_stream NAME QEMU-ARGV...: bench_echo through that VM's port
+echo_stream() {
+  local name=$1; shift
+  timeout $((BOOT_TIMEOUT + 120)) "$BENCH_BIN/bench_echo" "$TMP/$name.sock" "$MIB" "$BOOT_TIMEOUT" -- "$@" \
+    -device virtio-serial-device -chardev "socket,id=ironclaw,path=$TMP/$name.sock" \
+    -device virtserialport,chardev=ironclaw,name=ironclaw > "$TMP/$name.json" 2> "$TMP/$name.err" || return 1
+  json_num mib_s < "$TMP/$name.json"
 }
-: > "$TMP/lib.mibs"; : > "$TMP/cli.mibs"; : > "$TMP/raw.mibs"
+raw_stream() { echo_stream raw "${ECHO_CMD[@]}"; }
+rawcat_stream() { echo_stream rawcat "${ECHOCAT_CMD[@]}"; }
+: > "$TMP/lib.mibs"; : > "$TMP/cli.mibs"; : > "$TMP/raw.mibs"; : > "$TMP/rawcat.mibs"
 for round in $(seq "$STREAM_ROUNDS"); do
-  say "throughput round $round of $STREAM_ROUNDS: $MIB MiB each through the library, 'ironclaw exec -- cat', and the raw port"
-  for way in lib cli raw; do
+  say "throughput round $round of $STREAM_ROUNDS: $MIB MiB each through the library, 'ironclaw exec -- cat', the raw port, and the raw port through cat"
+  for way in lib cli raw rawcat; do
     v=$(${way}_stream) || v=$(${way}_stream) || { say "$way stream failed twice: $(tail -1 "$TMP/$way.err" 2>/dev/null)"; continue; }
     echo "$v" >> "$TMP/$way.mibs"
   done
@@ -233,11 +243,14 @@ done
 LIB_MIBS=$(stats median < "$TMP/lib.mibs" | round 2)
 CLI_MIBS=$(stats median < "$TMP/cli.mibs" | round 2)
 RAW_MIBS=$(stats median < "$TMP/raw.mibs" | round 2)
-for way in LIB CLI RAW; do
+RAWCAT_MIBS=$(stats median < "$TMP/rawcat.mibs" | round 2)
+for way in LIB CLI RAW RAWCAT; do
   v=${way}_MIBS; [ "${!v}" = null ] && broke "stream: no successful ${way,,} run"
 done
 LIB_RATIO=$(ratio "$LIB_MIBS" "$RAW_MIBS")
 CLI_RATIO=$(ratio "$CLI_MIBS" "$RAW_MIBS")
+LIB_CAT_RATIO=$(ratio "$LIB_MIBS" "$RAWCAT_MIBS")
+CLI_CAT_RATIO=$(ratio "$CLI_MIBS" "$RAWCAT_MIBS")
 
 # ---- 4. firewall -----------------------------------------------------------------
 
@@ -288,11 +301,13 @@ fmt() { [ "$1" = null ] || [ -z "$1" ] && echo "n/a" || echo "$1"; }
       "$(fmt "$(rtt_val $k n)")" "$(fmt "$(rtt_val $k first | round 0)")"
   done
   echo
-  printf '%-44s %12s %12s\n' "throughput host->guest->host, $MIB MiB (median of $STREAM_ROUNDS)" "MiB/s" "vs raw"
-  printf '%-44s %12s %12s\n' "  ironclaw library, cat in a running VM" "$(fmt "$LIB_MIBS")" "$(pct "$LIB_RATIO")"
-  printf '%-44s %12s %12s\n' "  ironclaw exec -- cat (timings_ms.command)" "$(fmt "$CLI_MIBS")" "$(pct "$CLI_RATIO")"
+  printf '%-44s %12s %12s %12s\n' "throughput host->guest->host, $MIB MiB (median of $STREAM_ROUNDS)" "MiB/s" "vs raw" "vs raw+cat"
+  printf '%-44s %12s %12s %12s\n' "  ironclaw library, cat in a running VM" "$(fmt "$LIB_MIBS")" "$(pct "$LIB_RATIO")" "$(pct "$LIB_CAT_RATIO")"
+  printf '%-44s %12s %12s %12s\n' "  ironclaw exec -- cat (timings_ms.command)" "$(fmt "$CLI_MIBS")" "$(pct "$CLI_RATIO")" "$(pct "$CLI_CAT_RATIO")"
   printf '%-44s %12s\n' "  raw virtio-serial echo, no ironclaw" "$(fmt "$RAW_MIBS")"
-  echo "  (target: ironclaw >= 80 % of raw)"
+  printf '%-44s %12s\n' "  raw port -> pipe -> cat -> pipe -> port" "$(fmt "$RAWCAT_MIBS")"
+  echo "  (target: ironclaw >= 80 % of raw; raw+cat: the same bytes through cat"
+  echo "   with no ironclaw, so the last column is what ironclaw itself adds)"
   echo
   printf '%-52s %10s %10s\n' "firewall, rules only (ms unless said)" "nft" "iptables"
   fwrow() { printf '%-52s %10s %10s\n' "$1" "$(fmt "$(fw_val nft "$2" "$3" | round "$4")")" \
@@ -329,9 +344,12 @@ if [ -n "${BENCH_JSON:-}" ]; then
     "ironclaw_library": ${LIB_MIBS:-null},
     "ironclaw_cli": $CLI_MIBS,
     "raw_echo": ${RAW_MIBS:-null},
+    "raw_echo_through_cat": ${RAWCAT_MIBS:-null},
     "rounds": $STREAM_ROUNDS,
     "ratio_library_vs_raw": $LIB_RATIO,
-    "ratio_cli_vs_raw": $CLI_RATIO
+    "ratio_cli_vs_raw": $CLI_RATIO,
+    "ratio_library_vs_raw_through_cat": $LIB_CAT_RATIO,
+    "ratio_cli_vs_raw_through_cat": $CLI_CAT_RATIO
   },
   "firewall": $FW_JSON
 }
