@@ -15,8 +15,11 @@
 #                   bench_rtt (library API), the CLI's timings_ms.command,
 #                   and the raw transport: the same QEMU virtio-serial port
 #                   and socket with an init that echoes bytes back and the
-#                   host tool bench_echo. The three alternate, each in a
-#                   fresh VM, BENCH_STREAM_ROUNDS times; medians compared.
+#                   host tool bench_echo; and that echo relayed through
+#                   cat by the same init (port -> pipe -> cat -> pipe ->
+#                   port), to tell cat's share of the gap from ironclaw's.
+#                   The four alternate, each in a fresh VM,
+#                   BENCH_STREAM_ROUNDS times; medians compared.
 #   4. firewall     bench_fw, nftables against iptables in the same run:
 #                   add and remove one VM's rules, add BENCH_FW_VMS (1000)
 #                   VMs' worth, and a 1 ms timer's lateness on the loop
@@ -127,7 +130,7 @@ ACCEL=tcg
 TSC_ARG=$("$IRONCLAW" doctor --json 2>/dev/null | grep -A2 '"item": "TSC frequency"' |
   sed -n 's/.*"value": "\([0-9]*\) kHz".*/ tsc_early_khz=\1/p')
 qemu_base() {
-  local cpu=max; [ "$ACCEL" = kvm ] && cpu=host
+  local cpu=max,-erms,-fsrm; [ "$ACCEL" = kvm ] && cpu=host  # as ironclaw (src/vm/qemu.c)
   printf '%s\n' "$QEMU" -M microvm,x-option-roms=off,isa-serial=on,rtc=off -accel "$ACCEL" \
     -cpu "$cpu" -smp 1 -m 256M -nodefaults -no-user-config -nographic -no-reboot \
     -serial "file:$1" -kernel "$TMP/vmlinuz" -initrd "$2" \
