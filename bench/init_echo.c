@@ -36,7 +36,7 @@
 #define MODULES_ORDER "/etc/ironclaw/modules.order"
 #define PORT_NAME "ironclaw"
 #define READY_MARKER "IC-ECHO-READY\n"
-#define BUF_SIZE (256u * 1024u)
+#define BUF_SIZE ((size_t)256 * 1024)
 #define PORT_WAIT_MS 20000
 #define PIPE_SIZE (1024 * 1024)   /* as the guest agent's (guest/guest.h) */
 
