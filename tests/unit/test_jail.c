@@ -28,6 +28,8 @@
 #include "ironclaw/state.h"
 #include "vm/jail.h"
 
+#include "launch_run.h"
+
 #define TEST_UID 2147000001u
 
 static char tmp[PATH_MAX];
@@ -291,59 +293,6 @@ static void test_elf_deps_match_ldd(void **state)
 
 /* ---- the trampoline with a jail ---------------------------------------------- */
 
-struct launched {
-    int status;
-    char msg[512];
-    char out[4096];
-};
-
-static void launch(const char *const *extra, const char *const *prog, const char *fail_step,
-                   struct launched *res)
-{
-    int status[2], out[2];
-    assert_int_equal(pipe(status), 0);
-    assert_int_equal(pipe(out), 0);
-    char parent[24];
-    snprintf(parent, sizeof(parent), "%d", (int)getpid());
-    const char *argv[64];
-    size_t n = 0;
-    argv[n++] = IC_TEST_IRONCLAW;
-    argv[n++] = "__ironclaw_launch";
-    argv[n++] = "--status-fd";
-    argv[n++] = "3";
-    argv[n++] = "--parent";
-    argv[n++] = parent;
-    for (size_t i = 0; extra[i]; i++)
-        argv[n++] = extra[i];
-    argv[n++] = "--";
-    for (size_t i = 0; prog[i]; i++)
-        argv[n++] = prog[i];
-    argv[n] = NULL;
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(out[1], 1);
-        dup2(status[1], 3);
-        if (fail_step)
-            setenv("IRONCLAW_TEST_FAIL_JAIL_STEP", fail_step, 1);
-        execv(argv[0], (char *const *)argv);
-        _exit(126);
-    }
-    close(status[1]);
-    close(out[1]);
-    memset(res, 0, sizeof(*res));
-    size_t got = 0;
-    ssize_t r;
-    while ((r = read(status[0], res->msg + got, sizeof(res->msg) - 1 - got)) > 0)
-        got += (size_t)r;
-    got = 0;
-    while ((r = read(out[0], res->out + got, sizeof(res->out) - 1 - got)) > 0)
-        got += (size_t)r;
-    close(status[0]);
-    close(out[0]);
-    assert_int_equal(waitpid(pid, &res->status, 0), pid);
-}
-
 /* Only shell builtins run in the jail: there is nothing else in it. */
 static const char *const probe =
     "echo pid=$$; cd /; echo root: *; echo dev: /dev/*;"
@@ -383,7 +332,7 @@ static void test_jailed_launch(void **state)
                            "--rlimit", "nofile=64:64", NULL};
     const char *prog[] = {"/bin/sh", "-c", probe, "sh", out_file, NULL};
     struct launched l;
-    launch(extra, prog, NULL, &l);
+    launch_run(extra, prog, NULL, &l);
     close(5);
     if (!WIFEXITED(l.status) || WEXITSTATUS(l.status) != 0)
         fail_msg("status %d, message '%s', output '%s'", l.status, l.msg, l.out);
@@ -442,7 +391,7 @@ static void test_jail_bad_path_fails_closed(void **state)
                            "--jail-path", "ro:/no/such/firmware", NULL};
     const char *prog[] = {"/bin/echo", "must-not-run", NULL};
     struct launched l;
-    launch(extra, prog, NULL, &l);
+    launch_run(extra, prog, NULL, &l);
     assert_true(WIFEXITED(l.status));
     assert_int_equal(WEXITSTATUS(l.status), 127);
     assert_string_equal(l.out, "");
@@ -450,11 +399,11 @@ static void test_jail_bad_path_fails_closed(void **state)
     rmdir(root);
 
     const char *no_ids[] = {"--jail-root", root, NULL};
-    launch(no_ids, prog, NULL, &l);
+    launch_run(no_ids, prog, NULL, &l);
     assert_int_equal(WEXITSTATUS(l.status), 127);
     assert_non_null(strstr(l.msg, "needs --jail-uid"));
     const char *bad_uid[] = {"--jail-uid", "0", NULL};
-    launch(bad_uid, prog, NULL, &l);
+    launch_run(bad_uid, prog, NULL, &l);
     assert_non_null(strstr(l.msg, "options: bad value for --jail-uid"));
 }
 
@@ -476,7 +425,7 @@ static void test_each_step_fails_closed(void **state)
                                uid, NULL};
         const char *prog[] = {"/bin/echo", "must-not-run", NULL};
         struct launched l;
-        launch(extra, prog, steps[i], &l);
+        launch_run(extra, prog, steps[i], &l);
         char want[128];
         snprintf(want, sizeof(want), "%s: injected failure", steps[i]);
         if (!strstr(l.msg, want))

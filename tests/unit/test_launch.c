@@ -20,57 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-struct launched {
-    int status;           /* wait status */
-    char msg[512];        /* what came through the status pipe */
-    char out[512];        /* the exec'd program's stdout */
-};
-
-/* Runs `ironclaw __ironclaw_launch --status-fd 3 --parent <us> EXTRA... -- PROG...`. */
-static void launch(const char *const *extra, const char *const *prog, struct launched *res)
-{
-    int status[2], out[2];
-    assert_int_equal(pipe(status), 0);
-    assert_int_equal(pipe(out), 0);
-    char parent[24];
-    snprintf(parent, sizeof(parent), "%d", (int)getpid());
-    const char *argv[32];
-    size_t n = 0;
-    argv[n++] = IC_TEST_IRONCLAW;
-    argv[n++] = "__ironclaw_launch";
-    argv[n++] = "--status-fd";
-    argv[n++] = "3";
-    argv[n++] = "--parent";
-    argv[n++] = parent;
-    for (size_t i = 0; extra[i]; i++)
-        argv[n++] = extra[i];
-    argv[n++] = "--";
-    for (size_t i = 0; prog[i]; i++)
-        argv[n++] = prog[i];
-    argv[n] = NULL;
-
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(out[1], 1);
-        dup2(status[1], 3);
-        execv(argv[0], (char *const *)argv);
-        _exit(126);
-    }
-    close(status[1]);
-    close(out[1]);
-    memset(res, 0, sizeof(*res));
-    size_t got = 0;
-    ssize_t r;
-    while ((r = read(status[0], res->msg + got, sizeof(res->msg) - 1 - got)) > 0)
-        got += (size_t)r;
-    got = 0;
-    while ((r = read(out[0], res->out + got, sizeof(res->out) - 1 - got)) > 0)
-        got += (size_t)r;
-    close(status[0]);
-    close(out[0]);
-    assert_int_equal(waitpid(pid, &res->status, 0), pid);
-}
+#include "launch_run.h"
 
 static int exit_code(const struct launched *l)
 {
@@ -82,7 +32,7 @@ static void test_good_launch_closes_pipe_silently(void **state)
     const char *extra[] = {NULL};
     const char *prog[] = {"/bin/sh", "-c", "echo ran; ls /proc/self/fd | wc -l", NULL};
     struct launched l;
-    launch(extra, prog, &l);
+    launch_run(extra, prog, NULL, &l);
     assert_int_equal(exit_code(&l), 0);
     assert_string_equal(l.msg, "");
     /* stdin, stdout, stderr and the directory ls reads: no inherited fd. */
@@ -94,7 +44,7 @@ static void test_missing_netns_fails_closed(void **state)
     const char *extra[] = {"--netns", "/nonexistent/netns", NULL};
     const char *prog[] = {"/bin/echo", "must-not-run", NULL};
     struct launched l;
-    launch(extra, prog, &l);
+    launch_run(extra, prog, NULL, &l);
     assert_int_equal(exit_code(&l), 127);
     assert_string_equal(l.out, "");
     assert_non_null(strstr(l.msg, "network namespace: cannot open /nonexistent/netns"));
@@ -106,13 +56,13 @@ static void test_bad_options_are_reported(void **state)
     const char *extra[] = {"--frobnicate", NULL};
     const char *prog[] = {"/bin/echo", "must-not-run", NULL};
     struct launched l;
-    launch(extra, prog, &l);
+    launch_run(extra, prog, NULL, &l);
     assert_int_equal(exit_code(&l), 127);
     assert_string_equal(l.out, "");
     assert_non_null(strstr(l.msg, "options: unknown launch option '--frobnicate'"));
 
     const char *both[] = {"--new-netns", "--netns", "/proc/self/ns/net", NULL};
-    launch(both, prog, &l);
+    launch_run(both, prog, NULL, &l);
     assert_int_equal(exit_code(&l), 127);
     assert_non_null(strstr(l.msg, "exclude each other"));
 }
@@ -122,7 +72,7 @@ static void test_exec_failure_is_reported(void **state)
     const char *extra[] = {NULL};
     const char *prog[] = {"/no/such/vmm", NULL};
     struct launched l;
-    launch(extra, prog, &l);
+    launch_run(extra, prog, NULL, &l);
     assert_int_equal(exit_code(&l), 127);
     assert_non_null(strstr(l.msg, "exec: /no/such/vmm: No such file or directory"));
 }
@@ -139,7 +89,7 @@ static void test_new_netns_is_empty(void **state)
     const char *extra[] = {"--new-netns", NULL};
     const char *prog[] = {"/bin/sh", "-c", "readlink /proc/self/ns/net; ls /sys/class/net", NULL};
     struct launched l;
-    launch(extra, prog, &l);
+    launch_run(extra, prog, NULL, &l);
     assert_int_equal(exit_code(&l), 0);
     assert_string_equal(l.msg, "");
     /* Another namespace, holding nothing but loopback. */
@@ -199,7 +149,7 @@ static void test_tap_is_opened_and_handed_over(void **state)
     const char *extra[] = {"--tap", name, "--tap-owner", "4242:4343", NULL};
     const char *prog[] = {"/bin/sh", "-c", script, NULL};
     struct launched l;
-    launch(extra, prog, &l);
+    launch_run(extra, prog, NULL, &l);
     drop_tap(name);
     assert_int_equal(exit_code(&l), 0);
     assert_string_equal(l.msg, "");
@@ -207,7 +157,7 @@ static void test_tap_is_opened_and_handed_over(void **state)
 
     const char *missing[] = {"--new-netns", "--tap", name, NULL};
     const char *echo[] = {"/bin/echo", "must-not-run", NULL};
-    launch(missing, echo, &l);
+    launch_run(missing, echo, NULL, &l);
     assert_int_equal(exit_code(&l), 127);
     assert_string_equal(l.out, "");
     assert_non_null(strstr(l.msg, "tap: cannot attach to the tap"));
