@@ -10,6 +10,7 @@
  * second while something new was recorded.
  */
 #include "vm/confine.h"
+#include "vm/control.h"
 #include "vm/jail.h"
 
 #include "ironclaw/audit.h"
@@ -302,40 +303,27 @@ static void close_control(ic_confine *c)
     ic_vm__close(c->vm, (uv_handle_t *)&c->control);
 }
 
-/* Messages are 8 bytes: 'P' + the jailed VMM's pid, or 'N' with the
- * notification descriptor attached (SCM_RIGHTS). */
+/* The trampoline's messages (control.h): the jailed VMM's pid, and the
+ * seccomp notification descriptor. */
 static void read_control(ic_confine *c)
 {
     for (;;) {
-        char buf[8] = {0};
-        union {
-            struct cmsghdr h;
-            char b[CMSG_SPACE(sizeof(int))];
-        } ctl;
-        struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
-        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
-                             .msg_controllen = sizeof(ctl.b)};
-        ssize_t n = recvmsg(c->control_fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        struct ic_control_msg m;
+        ssize_t n = ic_control_recv(c->control_fd, MSG_DONTWAIT, &m);
+        if (n == -EAGAIN || n == -EINTR)
             return;
         if (n <= 0) {
             close_control(c);   /* end of file: the VMM was exec'd, or the launch failed */
             return;
         }
-        int fd = -1;
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-        if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
-            cm->cmsg_len == CMSG_LEN(sizeof(int)))
-            memcpy(&fd, CMSG_DATA(cm), sizeof(int));
-        if (buf[0] == 'N' && fd >= 0) {
-            start_listener(c, fd);
+        if (m.tag == IC_CONTROL_NOTIFY && m.fd >= 0) {
+            start_listener(c, m.fd);
             continue;
         }
-        if (fd >= 0)
-            close(fd);
-        int32_t pid;
-        memcpy(&pid, buf + 4, sizeof(pid));
-        if (buf[0] == 'P' && n == 8 && pid > 1) {
+        if (m.fd >= 0)
+            close(m.fd);
+        int32_t pid = m.value;
+        if (m.tag == IC_CONTROL_PID && n == IC_CONTROL_MSG_SIZE && pid > 1) {
             ic_err err = {0};
             if (ic_state_set_pid(ic_vm__state(c->vm), "vmm-jailed", (pid_t)pid, &err) < 0)
                 ic_log_warn("vm %s: %s", ic_state_id(ic_vm__state(c->vm)), err.msg);

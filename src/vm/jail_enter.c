@@ -19,6 +19,7 @@
  *   hostname    a fixed name in the new uts namespace;
  *   uid/gid     an unprivileged per-VM uid and gid (after the rlimits).
  */
+#include "vm/control.h"
 #include "vm/jail.h"
 
 #include "ironclaw/cleanup.h"
@@ -116,13 +117,8 @@ int ic_jail_join_cgroups(const struct ic_jail_opts *j, struct ic_jail_fail *f)
 
 static void report_pid(int fd, pid_t pid)
 {
-    if (fd < 0)
-        return;
-    char msg[8] = {'P'};
-    int32_t p = (int32_t)pid;
-    memcpy(msg + 4, &p, sizeof(p));
-    ssize_t w = send(fd, msg, sizeof(msg), MSG_NOSIGNAL);
-    (void)w;
+    if (fd >= 0)
+        (void)ic_control_send(fd, IC_CONTROL_PID, (int32_t)pid, -1);
 }
 
 /* Forwards the signals ironclaw may send to the VMM, and ends as it did. */

@@ -34,6 +34,7 @@
  * (SCM_RIGHTS). IRONCLAW_TEST_FAIL_JAIL_STEP=<step> makes that step fail
  * (tests only: it can only stop a VMM from starting).
  */
+#include "vm/control.h"
 #include "vm/launch.h"
 #include "vm/jail.h"
 
@@ -360,26 +361,6 @@ static void no_new_privs(struct launch_opts *o)
         die(o, "no_new_privs", errno, "PR_SET_NO_NEW_PRIVS");
 }
 
-static void hand_over(struct launch_opts *o, int notify_fd)
-{
-    char tag[8] = {'N'};
-    struct iovec iov = {.iov_base = tag, .iov_len = sizeof(tag)};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } ctl;
-    memset(&ctl, 0, sizeof(ctl));
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                         .msg_controllen = sizeof(ctl.buf)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &notify_fd, sizeof(int));
-    if (sendmsg(o->control_fd, &msg, MSG_NOSIGNAL) < 0)
-        die(o, "seccomp", errno, "cannot hand the notification descriptor to the owner");
-}
-
 /* Last before exec. After this only sendmsg (to the owner, always allowed
  * on IC_SC_HANDOFF_FD) and execve run in this process. */
 static void install_seccomp(struct launch_opts *o)
@@ -392,8 +373,9 @@ static void install_seccomp(struct launch_opts *o)
     long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
     if (fd < 0)
         die(o, "seccomp", errno, "cannot install the seccomp filter");
-    if (flags)
-        hand_over(o, (int)fd);   /* close-on-exec: gone from the VMM at execve */
+    /* close-on-exec: the descriptor is gone from the VMM at execve */
+    if (flags && ic_control_send(o->control_fd, IC_CONTROL_NOTIFY, 0, (int)fd) < 0)
+        die(o, "seccomp", errno, "cannot hand the notification descriptor to the owner");
 }
 
 static void close_from(int from)

@@ -32,6 +32,7 @@
 
 #include "ironclaw/audit.h"
 #include "ironclaw/seccomp.h"
+#include "vm/control.h"
 
 #define FLOOD 200000
 
@@ -57,26 +58,6 @@ static int nr(const char *name)
 
 /* ---- the child ------------------------------------------------------------ */
 
-static void hand_over(int sock, int fd)
-{
-    char tag[8] = {'N'};
-    struct iovec iov = {.iov_base = tag, .iov_len = sizeof(tag)};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } ctl;
-    memset(&ctl, 0, sizeof(ctl));
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                         .msg_controllen = sizeof(ctl.buf)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    if (sendmsg(sock, &msg, 0) < 0)
-        _exit(101);
-}
-
 enum workload { WORK_MIXED, WORK_FLOOD, WORK_LIMIT };
 
 static int __attribute__((noreturn)) child_main(int sock, struct sock_filter *insns, size_t n,
@@ -88,7 +69,8 @@ static int __attribute__((noreturn)) child_main(int sock, struct sock_filter *in
     long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
     if (fd < 0)
         _exit(100);
-    hand_over(sock, (int)fd);
+    if (ic_control_send(sock, IC_CONTROL_NOTIFY, 0, (int)fd) < 0)
+        _exit(101);
     if (w == WORK_FLOOD) {
         for (int i = 0; i < FLOOD; i++)
             if (syscall(SYS_getppid) != -1 || errno != EACCES)
@@ -134,22 +116,10 @@ static void on_limit(void *ud, const struct ic_audit_entry *last)
 
 static int recv_fd(int sock)
 {
-    char tag[8];
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } ctl;
-    struct iovec iov = {.iov_base = tag, .iov_len = sizeof(tag)};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                         .msg_controllen = sizeof(ctl.buf)};
-    if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != (ssize_t)sizeof(tag))
+    struct ic_control_msg m;
+    if (ic_control_recv(sock, 0, &m) != IC_CONTROL_MSG_SIZE)
         return -1;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    if (!c || c->cmsg_type != SCM_RIGHTS)
-        return -1;
-    int fd;
-    memcpy(&fd, CMSG_DATA(c), sizeof(fd));
-    return fd;
+    return m.fd;
 }
 
 static void run_policy(struct run *r, const char *policy, size_t ring, uint64_t max_violations,
