@@ -41,6 +41,21 @@ ic() {
 # A short view of a file for failure messages.
 peek() { [ -s "$1" ] && head -c 400 "$1" | tr '\n' '|' || echo "(empty)"; }
 
+# await_line FILE LINE OWNER TRIES ERR [WHAT]: waits up to TRIES quarter
+# seconds for the line LINE in FILE, written by the background ironclaw
+# OWNER whose stderr is ERR. Fails the test (messages start with WHAT) if
+# ironclaw exits first or the line never comes.
+await_line() {
+  local file=$1 line=$2 owner=$3 tries=$4 err=$5 what=${6:+$6: } i
+  for i in $(seq "$tries"); do
+    grep -qx -- "$line" "$file" && return 0
+    kill -0 "$owner" 2>/dev/null || fail "${what}ironclaw exited early: $(peek "$err")"
+    sleep 0.25
+  done
+  grep -qx -- "$line" "$file" ||
+    fail "${what}no line '$line' in $file within $((tries / 4)) s: $(peek "$file") $(peek "$err")"
+}
+
 # Pids of live processes whose command line contains $1. Only builtins and
 # `tr` (whose argv lacks the pattern) run, so the scan never finds itself.
 procs_with() {

@@ -178,12 +178,7 @@ t_fc_kill9_then_gc() { need_fc; need_py
   local owner=$!
   on_exit "kill -9 $owner 2>/dev/null; wait $owner 2>/dev/null"
   local i
-  for i in $(seq 120); do
-    grep -q '^started$' "$W/o" && break
-    kill -0 "$owner" 2>/dev/null || fail "ironclaw exited early: $(peek "$W/e")"
-    sleep 0.25
-  done
-  grep -q '^started$' "$W/o" || fail "the command did not start: $(peek "$W/e")"
+  await_line "$W/o" started "$owner" 120 "$W/e"
   local dir; dir=$(ls -d "$RT"/vms/*/ | head -1); dir=${dir%/}
   local fcpid; fcpid=$("$PY" - "$dir/state.json" <<'EOF'
 import json, sys

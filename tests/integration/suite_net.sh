@@ -239,12 +239,7 @@ net_egress() { BACKEND=$1; need_net "$1"
     -- sh -c "${GUEST_CHECKS}sleep 600" >"$W/checks" 2>"$W/e" &
   local owner=$! i
   on_exit "kill -9 $owner 2>/dev/null"
-  for i in $(seq 360); do
-    grep -q '^checks-done$' "$W/checks" && break
-    kill -0 "$owner" 2>/dev/null || fail "$1: ironclaw exited early: $(peek "$W/e")"
-    sleep 0.25
-  done
-  grep -q '^checks-done$' "$W/checks" || fail "$1: the guest checks did not finish: $(peek "$W/checks") $(peek "$W/e")"
+  await_line "$W/checks" checks-done "$owner" 360 "$W/e" "$1"
   # ironclaw switched forwarding on for the uplink (it was off): its guard
   # must keep the host from forwarding anything else that arrives there,
   # such as a datagram from one test host to the other.
@@ -393,12 +388,7 @@ net_kill9() { BACKEND=$1; need_net "$1"
     -- sh -c 'echo started; exec sleep 600' >"$W/o" 2>"$W/e" &
   local owner=$! i
   on_exit "kill -9 $owner 2>/dev/null"
-  for i in $(seq 240); do
-    grep -q '^started$' "$W/o" && break
-    kill -0 "$owner" 2>/dev/null || fail "$1: ironclaw exited early: $(peek "$W/e")"
-    sleep 0.25
-  done
-  grep -q '^started$' "$W/o" || fail "$1: the command did not start within 60 s"
+  await_line "$W/o" started "$owner" 240 "$W/e" "$1"
   local id; id=$(ls -A "$RT/vms" | head -1)
   [ -n "$id" ] || fail "$1: no VM directory while the VM runs"
   kill -9 "$owner"; wait "$owner" 2>/dev/null

@@ -30,13 +30,7 @@ sec_start_vm() {
     >"$W/bg.out" 2>"$W/bg.err" </dev/null &
   OWNER=$!
   on_exit "kill -9 $OWNER 2>/dev/null; wait $OWNER 2>/dev/null; '$IC' gc >/dev/null 2>&1"
-  local i
-  for i in $(seq 240); do
-    grep -q '^started$' "$W/bg.out" && break
-    kill -0 "$OWNER" 2>/dev/null || fail "ironclaw exited early: $(peek "$W/bg.err")"
-    sleep 0.25
-  done
-  grep -q '^started$' "$W/bg.out" || fail "the command did not start within 60 s: $(peek "$W/bg.err")"
+  await_line "$W/bg.out" started "$OWNER" 240 "$W/bg.err"
   timeout 10 "$IC" ps --json >"$W/ps.json" 2>/dev/null
   DIR=$(json_get "$W/ps.json" 0.dir)
   ID=$(json_get "$W/ps.json" 0.id)
