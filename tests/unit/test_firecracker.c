@@ -126,15 +126,21 @@ static void test_describe_error(void **state)
 
 /* ---- a scripted HTTP peer ----------------------------------------------------------- */
 
-struct peer {
+/* A listening Unix socket in tmp with one thread serving it (the fake
+ * API server and the fake hybrid-vsock socket below). */
+struct server {
     char path[108];
     int lfd;
+    pthread_t th;
+};
+
+struct peer {
+    struct server srv;
     const char *reply;     /* written after the request; NULL: close at once */
     size_t reply_len;
     int delay_ms;          /* before replying */
     char request[8192];
     size_t request_len;
-    pthread_t th;
 };
 
 static int listen_at(const char *path)
@@ -169,7 +175,7 @@ static void read_request(int fd, struct peer *p)
 static void *peer_main(void *arg)
 {
     struct peer *p = arg;
-    int c = accept(p->lfd, NULL, NULL);
+    int c = accept(p->srv.lfd, NULL, NULL);
     if (c < 0)
         return NULL;
     read_request(c, p);
@@ -181,26 +187,30 @@ static void *peer_main(void *arg)
     return NULL;
 }
 
-static void peer_start(struct peer *p)
+static void server_start(struct server *s, const char *name, void *(*serve)(void *), void *arg)
 {
-    snprintf(p->path, sizeof(p->path), "%s/api.sock", tmp);
-    p->lfd = listen_at(p->path);
-    assert_int_equal(pthread_create(&p->th, NULL, peer_main, p), 0);
+    snprintf(s->path, sizeof(s->path), "%s/%s", tmp, name);
+    s->lfd = listen_at(s->path);
+    assert_int_equal(pthread_create(&s->th, NULL, serve, arg), 0);
 }
 
-static void peer_stop(struct peer *p)
+/* shutdown() ends the serving thread's accept(). */
+static void server_stop(struct server *s)
 {
-    shutdown(p->lfd, SHUT_RDWR);
-    pthread_join(p->th, NULL);
-    close(p->lfd);
+    shutdown(s->lfd, SHUT_RDWR);
+    pthread_join(s->th, NULL);
+    close(s->lfd);
 }
+
+static void peer_start(struct peer *p) { server_start(&p->srv, "api.sock", peer_main, p); }
+static void peer_stop(struct peer *p) { server_stop(&p->srv); }
 
 static void test_api_ok_and_request_shape(void **state)
 {
     struct peer p = {.reply = "HTTP/1.1 204 \r\nServer: Firecracker API\r\n\r\n"};
     peer_start(&p);
     ic_err err = {0};
-    assert_int_equal(ic_fc_api_put(p.path, "/machine-config", "{\"vcpu_count\":1}", 2000, &err), 0);
+    assert_int_equal(ic_fc_api_put(p.srv.path, "/machine-config", "{\"vcpu_count\":1}", 2000, &err), 0);
     peer_stop(&p);
     assert_non_null(strstr(p.request, "PUT /machine-config HTTP/1.1\r\n"));
     assert_non_null(strcasestr(p.request, "Content-Type: application/json\r\n"));
@@ -217,7 +227,7 @@ static void test_api_fault_verbatim(void **state)
     struct peer p = {.reply = reply};
     peer_start(&p);
     ic_err err = {0};
-    assert_int_equal(ic_fc_api_put(p.path, "/machine-config", "{}", 2000, &err), -EINVAL);
+    assert_int_equal(ic_fc_api_put(p.srv.path, "/machine-config", "{}", 2000, &err), -EINVAL);
     peer_stop(&p);
     assert_string_equal(err.msg, "Firecracker refused PUT /machine-config (HTTP 400): Invalid vCPU "
                         "count: it must be even.");
@@ -228,7 +238,7 @@ static void test_api_malformed_answers(void **state)
     ic_err err = {0};
     struct peer p = {.reply = "SSH-2.0-OpenSSH\r\n\r\n"};
     peer_start(&p);
-    assert_true(ic_fc_api_put(p.path, "/x", "{}", 2000, &err) < 0);
+    assert_true(ic_fc_api_put(p.srv.path, "/x", "{}", 2000, &err) < 0);
     peer_stop(&p);
     assert_non_null(strstr(err.msg, "PUT /x"));
 
@@ -236,7 +246,7 @@ static void test_api_malformed_answers(void **state)
     struct peer q = {.reply = NULL};
     peer_start(&q);
     ic_err_clear(&err);
-    assert_true(ic_fc_api_put(q.path, "/x", "{}", 2000, &err) < 0);
+    assert_true(ic_fc_api_put(q.srv.path, "/x", "{}", 2000, &err) < 0);
     peer_stop(&q);
     assert_non_null(strstr(err.msg, "failed"));
 
@@ -244,7 +254,7 @@ static void test_api_malformed_answers(void **state)
     struct peer s = {.reply = "HTTP/1.1 204 \r\n\r\n", .delay_ms = 700};
     peer_start(&s);
     ic_err_clear(&err);
-    assert_int_equal(ic_fc_api_put(s.path, "/x", "{}", 200, &err), -ETIMEDOUT);
+    assert_int_equal(ic_fc_api_put(s.srv.path, "/x", "{}", 200, &err), -ETIMEDOUT);
     peer_stop(&s);
 
     /* An answer far larger than any fault message. */
@@ -255,7 +265,7 @@ static void test_api_malformed_answers(void **state)
     struct peer b = {.reply = r, .reply_len = (size_t)h + big};
     peer_start(&b);
     ic_err_clear(&err);
-    assert_int_equal(ic_fc_api_put(b.path, "/x", "{}", 2000, &err), -EPROTO);
+    assert_int_equal(ic_fc_api_put(b.srv.path, "/x", "{}", 2000, &err), -EPROTO);
     peer_stop(&b);
     assert_non_null(strstr(err.msg, "larger than"));
     free(r);
@@ -302,21 +312,19 @@ static void test_vsock_parse(void **state)
 /* A scripted Firecracker: the first `refuse` connections are closed after
  * CONNECT, then `answer` is sent (followed by the guest's first bytes). */
 struct fcpeer {
-    char path[108];
-    int lfd;
+    struct server srv;
     int refuse;
     const char *answer;
     int accepted;
     int split;             /* CONNECT lines that did not arrive in one read */
     char line[64];
-    pthread_t th;
 };
 
 static void *fcpeer_main(void *arg)
 {
     struct fcpeer *p = arg;
     for (;;) {
-        int c = accept(p->lfd, NULL, NULL);
+        int c = accept(p->srv.lfd, NULL, NULL);
         if (c < 0)
             return NULL;
         p->accepted++;
@@ -337,19 +345,8 @@ static void *fcpeer_main(void *arg)
     }
 }
 
-static void fcpeer_start(struct fcpeer *p)
-{
-    snprintf(p->path, sizeof(p->path), "%s/v.sock", tmp);
-    p->lfd = listen_at(p->path);
-    assert_int_equal(pthread_create(&p->th, NULL, fcpeer_main, p), 0);
-}
-
-static void fcpeer_stop(struct fcpeer *p)
-{
-    shutdown(p->lfd, SHUT_RDWR);
-    pthread_join(p->th, NULL);
-    close(p->lfd);
-}
+static void fcpeer_start(struct fcpeer *p) { server_start(&p->srv, "v.sock", fcpeer_main, p); }
+static void fcpeer_stop(struct fcpeer *p) { server_stop(&p->srv); }
 
 struct vres {
     bool called;
@@ -410,7 +407,7 @@ static void test_vsock_retry_then_ok(void **state)
     struct fcpeer p = {.refuse = 3, .answer = "OK 1073741825\nHELLO"};
     fcpeer_start(&p);
     struct vres r = {0};
-    run_connector(&r, p.path, 5000);
+    run_connector(&r, p.srv.path, 5000);
     fcpeer_stop(&p);
     assert_non_null(r.chan);
     assert_int_equal(p.accepted, 4);
@@ -424,7 +421,7 @@ static void test_vsock_garbage(void **state)
     struct fcpeer p = {.answer = "HTTP/1.1 400 Bad Request\r\n"};
     fcpeer_start(&p);
     struct vres r = {0};
-    run_connector(&r, p.path, 5000);
+    run_connector(&r, p.srv.path, 5000);
     fcpeer_stop(&p);
     assert_null(r.chan);
     assert_int_equal(r.err.code, EPROTO);
@@ -437,7 +434,7 @@ static void test_vsock_guest_never_listens(void **state)
     fcpeer_start(&p);
     struct vres r = {0};
     uint64_t t0 = uv_hrtime();
-    run_connector(&r, p.path, 600);
+    run_connector(&r, p.srv.path, 600);
     double ms = (double)(uv_hrtime() - t0) / 1e6;
     fcpeer_stop(&p);
     assert_null(r.chan);
@@ -464,7 +461,7 @@ static void test_vsock_cancel(void **state)
     fcpeer_start(&p);
     uv_loop_t loop;
     uv_loop_init(&loop);
-    struct ic_fc_vsock_opts o = {.uds_path = p.path, .port = 1024, .deadline_ms = 10000};
+    struct ic_fc_vsock_opts o = {.uds_path = p.srv.path, .port = 1024, .deadline_ms = 10000};
     ic_fc_vsock *c = NULL;
     struct vres r = {0};
     ic_err err = {0};
