@@ -83,11 +83,12 @@ int ic_host_pick_vmm(const struct ic_host *h, const char *requested, const char 
                      bool *use_kvm, char *why, size_t why_size, ic_err *err);
 
 /* The host's TSC frequency in kHz, measured against CLOCK_MONOTONIC_RAW
- * over a few milliseconds; 0 when the TSC is not stable or not x86. Under
- * TCG the guest's TSC runs at the host's rate, and a guest kernel that
- * must calibrate it against the emulated PIT fails at random when the
- * host is busy ("could not calculate TSC khz") and then hangs; handing the
- * guest this figure (tsc_early_khz=) skips that calibration. */
+ * over a few milliseconds, once per process; 0 when the TSC is not stable
+ * or not x86. Under TCG the guest's TSC runs at the host's rate, and a
+ * guest kernel that must calibrate it against the emulated PIT fails at
+ * random when the host is busy ("could not calculate TSC khz") and then
+ * hangs; handing the guest this figure (tsc_early_khz=) skips that
+ * calibration. */
 uint32_t ic_host_tsc_khz(const struct ic_host *h);
 
 const char *ic_cgroup_mode_name(enum ic_cgroup_mode m);   /* "none", "v1", "v2", "hybrid" */

@@ -314,10 +314,9 @@ static double tsc_sample(uint64_t window_ns, uint64_t *bracket)
     return (double)((b0 - a0) + (b1 - a1)) / 2 * 1e6 / (double)(t1 - t0);
 }
 
-uint32_t ic_host_tsc_khz(const struct ic_host *h)
+/* The best of three samples: the one least disturbed by preemption. */
+static uint32_t tsc_measure_khz(void)
 {
-    if (!h->stable_tsc)
-        return 0;
     uint64_t best_bracket = UINT64_MAX;
     double best = 0;
     for (int i = 0; i < 3; i++) {
@@ -329,6 +328,22 @@ uint32_t ic_host_tsc_khz(const struct ic_host *h)
         }
     }
     return best > 1000 && best < 100e6 ? (uint32_t)(best + 0.5) : 0;
+}
+
+uint32_t ic_host_tsc_khz(const struct ic_host *h)
+{
+    /* Measured once per process: the rate does not change, and each
+     * measurement spins the caller (the event loop) for 6 ms. Two threads
+     * racing here both measure; either result is right. */
+    static uint32_t measured;
+    if (!h->stable_tsc)
+        return 0;
+    uint32_t khz = __atomic_load_n(&measured, __ATOMIC_RELAXED);
+    if (khz == 0) {
+        khz = tsc_measure_khz();
+        __atomic_store_n(&measured, khz, __ATOMIC_RELAXED);
+    }
+    return khz;
 }
 #else
 uint32_t ic_host_tsc_khz(const struct ic_host *h)
