@@ -129,8 +129,12 @@ static void failf(ic_vm *vm, int code, bool with_tail, const char *fmt, ...)
 
 /* ---- pool jobs ----------------------------------------------------------------- */
 
+/* A job holds the VM (ic_vm__hold) until it is back on the loop: the
+ * reaper, itself a pool job, must not remove the VM's files while a job
+ * still writes them. */
 struct job {
     uv_work_t w;
+    ic_vm *vm;
     struct fc_core *core;
     int (*run)(struct job *j);       /* in the pool */
     void (*done)(ic_vm *vm, struct job *j); /* on the loop, only while the VM lives */
@@ -154,20 +158,25 @@ static void job_after(uv_work_t *w, int status)
             j->r = ic_err_set(&j->err, ECANCELED, "cancelled");
         j->done(c->vm, j);
     }
+    ic_vm *vm = j->vm;
     core_unref(c);
     free(j);
+    ic_vm__unhold(vm);   /* may finish a teardown that waited for this job */
 }
 
-static int queue_job(ic_vm *vm, int (*run)(struct job *), void (*done)(ic_vm *, struct job *),
-                     ic_err *err)
+/* pid: handed to the job in j->pid (0 when it needs none). */
+static int queue_job_pid(ic_vm *vm, int (*run)(struct job *), void (*done)(ic_vm *, struct job *),
+                         pid_t pid, ic_err *err)
 {
     struct fc_core *c = fc_of(vm)->core;
     struct job *j = calloc(1, sizeof(*j));
     if (!j)
         return ic_err_set(err, ENOMEM, "out of memory");
+    j->vm = vm;
     j->core = c;
     j->run = run;
     j->done = done;
+    j->pid = pid;
     j->w.data = j;
     c->refs++;
     int r = uv_queue_work(ic_vm__loop(vm), &j->w, job_work, job_after);
@@ -176,7 +185,14 @@ static int queue_job(ic_vm *vm, int (*run)(struct job *), void (*done)(ic_vm *, 
         free(j);
         return ic_err_set(err, -r, "cannot queue work: %s", uv_strerror(r));
     }
+    ic_vm__hold(vm);
     return 0;
+}
+
+static int queue_job(ic_vm *vm, int (*run)(struct job *), void (*done)(ic_vm *, struct job *),
+                     ic_err *err)
+{
+    return queue_job_pid(vm, run, done, 0, err);
 }
 
 /* A step that failed to queue ends the start. */
@@ -294,25 +310,10 @@ static void after_read_pid(ic_vm *vm, struct job *j)
 
 static void step_read_pid(ic_vm *vm)
 {
-    struct fc_core *c = fc_of(vm)->core;
-    struct job *j = calloc(1, sizeof(*j));
-    if (!j) {
-        failf(vm, ENOMEM, false, "out of memory");
-        return;
-    }
     /* The supervisor's pid travels in j->pid (see run_read_pid). */
-    j->core = c;
-    j->run = run_read_pid;
-    j->done = after_read_pid;
-    j->pid = (pid_t)ic_vm_pid(vm);
-    j->w.data = j;
-    c->refs++;
-    int r = uv_queue_work(ic_vm__loop(vm), &j->w, job_work, job_after);
-    if (r < 0) {
-        c->refs--;
-        free(j);
-        failf(vm, -r, false, "cannot queue work: %s", uv_strerror(r));
-    }
+    ic_err err = {0};
+    if (queue_job_pid(vm, run_read_pid, after_read_pid, (pid_t)ic_vm_pid(vm), &err) < 0)
+        fail(vm, &err, false);
 }
 
 /* ---- waiting for the API socket ------------------------------------------------------ */
