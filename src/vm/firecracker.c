@@ -41,7 +41,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -318,10 +320,21 @@ static void step_read_pid(ic_vm *vm)
 
 /* ---- waiting for the API socket ------------------------------------------------------ */
 
-static bool is_socket(const char *path)
+/* Firecracker binds its socket and only then listens: the file alone
+ * can be there a moment before a connection is taken (ECONNREFUSED), so
+ * the socket counts as up once a connection to it succeeds. Unix sockets
+ * connect at once; the probe is closed unused. */
+static bool api_listening(const char *path)
 {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISSOCK(st.st_mode);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return false;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    /* EAGAIN: listening, with a full backlog. */
+    return connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EAGAIN;
 }
 
 static void on_wait(uv_timer_t *t)
@@ -331,7 +344,7 @@ static void on_wait(uv_timer_t *t)
     struct fc_core *c = f->core;
     if (c->stopped || !ic_vm_running(vm))
         return; /* vm.c reports a VMM that died, with its log */
-    if (is_socket(c->api)) {
+    if (api_listening(c->api)) {
         ic_log_debug("vm %s: API socket up after %u ms", ic_vm_id(vm), f->waited_ms);
         if (c->jailed)
             step_read_pid(vm);
