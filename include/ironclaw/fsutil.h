@@ -1,7 +1,7 @@
 /*
  * fsutil.h - small filesystem helpers for the host: whole-file reads and
- * atomic writes, small reads of /proc and /sys files, copies, recursive
- * mkdir/remove, SHA-256 of files and strings.
+ * atomic writes, writes that finish, small reads of /proc and /sys files,
+ * copies, recursive mkdir/remove, SHA-256 of files and strings.
  */
 #ifndef IRONCLAW_FSUTIL_H
 #define IRONCLAW_FSUTIL_H
@@ -22,6 +22,8 @@ ssize_t ic_file_read_small(const char *path, char *buf, size_t size);
 int ic_file_copy(const char *from, const char *to, mode_t mode, ic_err *err);
 /* Writes via a temporary file, fsync and rename, so readers see old or new, never half. */
 int ic_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode, ic_err *err);
+/* write() until all of data is written (EINTR retried): 0 or -errno. */
+int ic_write_all(int fd, const void *data, size_t len);
 int ic_mkdir_p(const char *path, mode_t mode, ic_err *err);
 /* Removes a tree without following symlinks; a missing path is success. */
 int ic_rm_rf(const char *path, ic_err *err);

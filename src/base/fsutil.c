@@ -54,7 +54,7 @@ int ic_file_read(const char *path, size_t max, char **out, size_t *len, ic_err *
     return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len)
+int ic_write_all(int fd, const void *data, size_t len)
 {
     const char *p = data;
     while (len > 0) {
@@ -112,7 +112,7 @@ static int copy_fd(int in, int out)
             return -errno;
         if (n == 0)
             return 0;
-        int r = write_all(out, buf, (size_t)n);
+        int r = ic_write_all(out, buf, (size_t)n);
         if (r < 0)
             return r;
     }
@@ -144,7 +144,7 @@ int ic_file_write_atomic(const char *path, const void *data, size_t len, mode_t 
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
         return ic_err_sys(err, errno, "cannot create %s", tmp);
-    int r = write_all(fd, data, len);
+    int r = ic_write_all(fd, data, len);
     if (r == 0 && fsync(fd) < 0)
         r = -errno;
     if (close(fd) < 0 && r == 0)

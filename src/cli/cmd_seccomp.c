@@ -5,6 +5,7 @@
  */
 #include "cli/cli.h"
 
+#include "ironclaw/fsutil.h"
 #include "ironclaw/seccomp.h"
 
 #include <errno.h>
@@ -134,20 +135,6 @@ static int cmd_check(char **specs, int n)
     return bad ? IC_EXIT_SETUP : 0;
 }
 
-static int write_all(int fd, const char *s, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, s, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        s += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int export_firecracker(const ic_seccomp_policy *p, int fd, ic_err *err)
 {
     json_t *doc = NULL;
@@ -158,9 +145,9 @@ static int export_firecracker(const ic_seccomp_policy *p, int fd, ic_err *err)
     json_decref(doc);
     if (!text)
         return ic_err_set(err, ENOMEM, "out of memory");
-    r = write_all(fd, text, strlen(text));
+    r = ic_write_all(fd, text, strlen(text));
     if (r == 0)
-        r = write_all(fd, "\n", 1);
+        r = ic_write_all(fd, "\n", 1);
     free(text);
     return r < 0 ? ic_err_sys(err, -r, "cannot write the export") : 0;
 }

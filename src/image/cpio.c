@@ -13,6 +13,7 @@
  */
 #include "ironclaw/image.h"
 #include "ironclaw/cleanup.h"
+#include "ironclaw/fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -34,17 +35,10 @@ struct ic_cpio {
 
 static int write_all(ic_cpio *c, const void *data, size_t len, ic_err *err)
 {
-    const char *p = data;
-    while (len > 0) {
-        ssize_t w = write(c->fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return ic_err_sys(err, errno, "cannot write the cpio archive");
-        p += w;
-        len -= (size_t)w;
-        c->off += (uint64_t)w;
-    }
+    int r = ic_write_all(c->fd, data, len);
+    if (r < 0)
+        return ic_err_sys(err, -r, "cannot write the cpio archive");
+    c->off += len;
     return 0;
 }
 

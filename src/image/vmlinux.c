@@ -178,12 +178,9 @@ static int write_slice(int fd, uint64_t off, uint64_t len, const char *path, ic_
             continue;
         if (n <= 0)
             return ic_err_set(err, EIO, "cannot read the kernel's compressed payload");
-        for (ssize_t done = 0; done < n;) {
-            ssize_t w = write(out, buf + done, (size_t)(n - done));
-            if (w < 0 && errno != EINTR)
-                return ic_err_sys(err, errno, "cannot write %s", path);
-            done += w > 0 ? w : 0;
-        }
+        int r = ic_write_all(out, buf, (size_t)n);
+        if (r < 0)
+            return ic_err_sys(err, -r, "cannot write %s", path);
         off += (uint64_t)n;
         len -= (uint64_t)n;
     }
