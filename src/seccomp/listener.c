@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -126,6 +127,16 @@ static void handle(ic_sc_listener *l)
     }
 }
 
+/* The ioctl itself rather than seccomp_notify_receive(): libseccomp 2.5
+ * reports every failure as ECANCELED, and ENOENT (the caller was killed,
+ * or a signal interrupted its call, after poll() said readable) is routine
+ * for a VMM whose threads take signals; it must not end the listener. */
+static int receive(ic_sc_listener *l)
+{
+    memset(l->req, 0, sizeof(*l->req));
+    return ioctl(l->fd, SECCOMP_IOCTL_NOTIF_RECV, l->req) < 0 ? -errno : 0;
+}
+
 static void on_poll(uv_poll_t *h, int status, int events)
 {
     ic_sc_listener *l = h->data;
@@ -136,8 +147,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
     for (int i = 0; i < BATCH; i++) {
         if (i > 0 && !pending(l->fd))
             return;
-        memset(l->req, 0, sizeof(*l->req));
-        int r = seccomp_notify_receive(l->fd, l->req);
+        int r = receive(l);
         if (r == -ENOENT || r == -EINTR)
             continue;       /* the caller died or was interrupted */
         if (r < 0) {
