@@ -41,9 +41,6 @@ int ic_agent_init(ic_agent *a, bool vm, ic_err *err)
     a->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (a->sigfd < 0)
         return ic_err_sys(err, errno, "signalfd");
-    a->scratch = malloc(IC_DATA_CHUNK);
-    if (!a->scratch)
-        return ic_err_set(err, ENOMEM, "out of memory");
     /* Without its filter the agent still serves files, but runs nothing. */
     ic_err ferr = {0};
     if (ic_guest_filter_build(&a->tools, &ferr) < 0)
@@ -56,8 +53,6 @@ void ic_agent_free(ic_agent *a)
     if (a->sigfd >= 0)
         close(a->sigfd);
     a->sigfd = -1;
-    free(a->scratch);
-    a->scratch = NULL;
     ic_guest_filter_free(&a->tools);
 }
 
@@ -168,6 +163,21 @@ void ic_conn_data(ic_conn *c, uint32_t stream, uint8_t channel, const void *data
     int r = ic_frame_put_data(&c->out, stream, channel, data, len, &e);
     if (r < 0)
         ic_conn_fail(c, -r, "sending data: %s", e.msg);
+}
+
+ssize_t ic_conn_data_read(ic_conn *c, uint32_t stream, uint8_t channel, int fd)
+{
+    uint8_t *payload;
+    ic_err e;
+    if (ic_frame_data_open(&c->out, IC_DATA_CHUNK, &payload, &e) < 0) {
+        ic_conn_fail(c, ENOMEM, "sending data: %s", e.msg);
+        errno = EAGAIN;
+        return -1;
+    }
+    ssize_t n = read(fd, payload, IC_DATA_CHUNK);
+    if (n > 0)
+        ic_frame_data_close(&c->out, stream, channel, (size_t)n);
+    return n;
 }
 
 bool ic_conn_id_busy(const ic_conn *c, uint32_t id)
@@ -369,37 +379,54 @@ static void conn_on_eof(ic_conn *c)
     c->eof = true;
 }
 
-static void conn_read(ic_conn *c)
+/* One read(); returns the bytes read, 0 when there is nothing (more) to
+ * read now, -1 once the channel has ended or failed. */
+static ssize_t conn_read_once(ic_conn *c)
 {
     uint8_t *p;
     size_t room;
     int r = ic_decoder_space(c->dec, (size_t)IC_GUEST_READ_CHUNK, &p, &room);
     if (r < 0) {
         ic_conn_fail(c, -r, "cannot buffer input: %s", strerror(-r));
-        return;
+        return -1;
     }
     ssize_t n = read(c->fd, p, room);
     if (n > 0) {
         ic_decoder_commit(c->dec, (size_t)n);
         c->await_host = false;
-        return;
+        return n;
     }
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
         /* virtio-serial: EAGAIN means the host end is connected. */
         c->await_host = false;
-        return;
+        return 0;
     }
     if (c->await_host) {
         /* A virtio-serial port reads EOF until the host end is open. */
         if (ic_now_ms() >= c->await_until)
             ic_conn_fail(c, ETIMEDOUT, "the host did not open its end of the channel in time");
-        return;
+        return 0;
     }
     if (n < 0 && errno != ECONNRESET && errno != EPIPE) {
         ic_conn_fail(c, errno, "reading the channel: %s", strerror(errno));
-        return;
+        return -1;
     }
     conn_on_eof(c);
+    return -1;
+}
+
+/* A virtio-serial port hands out at most a page per read(), so a turn of
+ * the loop reads until the channel is dry (up to IC_GUEST_READ_TURN
+ * bytes): a poll() per page would cost the guest more than the bytes. */
+static void conn_read(ic_conn *c)
+{
+    size_t got = 0;
+    while (got < IC_GUEST_READ_TURN) {
+        ssize_t n = conn_read_once(c);
+        if (n <= 0)
+            return;
+        got += (size_t)n;
+    }
 }
 
 /* Writes as much of the queue as the channel takes now. */

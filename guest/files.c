@@ -269,11 +269,9 @@ void ic_files_get(ic_conn *c, uint32_t id, json_t *params)
 /* Sends one chunk of g; true when g is finished (EOF or error). */
 static bool get_step(ic_conn *c, struct ic_get *g)
 {
-    ssize_t n = read(g->fd, c->agent->scratch, IC_DATA_CHUNK);
-    if (n > 0) {
-        ic_conn_data(c, g->id, IC_CHAN_FILE, c->agent->scratch, (size_t)n);
+    ssize_t n = ic_conn_data_read(c, g->id, IC_CHAN_FILE, g->fd);
+    if (n > 0)
         return false;
-    }
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
         return false;
     if (n == 0) {

@@ -14,7 +14,7 @@
  *   glog.c       log lines "ironclaw-guest: ..." on stderr (the console)
  *
  * Everything is single-threaded and non-blocking around one poll() loop.
- * State lives in an ic_agent (process-wide: signalfd, scratch buffer) and
+ * State lives in an ic_agent (process-wide: signalfd, the tools' filter) and
  * an ic_conn (per host connection: decoder, write queue, its processes
  * and file streams).
  */
@@ -42,16 +42,18 @@
 /* The channel itself is not read while the write queue is above this: a
  * host that never reads cannot make the guest buffer without bound. */
 #define IC_GUEST_OUT_MAX (8u << 20)
-/* Per-process stdin buffer; when full, the channel is not read. */
-#define IC_GUEST_STDIN_MAX (1u << 20)
+/* Per-process stdin bytes held beyond what the pipe took; at this much,
+ * frames wait in the decoder and the channel is not read. */
+#define IC_GUEST_STDIN_MAX IC_DATA_CHUNK
 /* argv and env entries per exec. */
 #define IC_GUEST_LIST_MAX 4096
 /* Paths must be shorter than this (4095 bytes plus the NUL). */
 #define IC_GUEST_PATH_MAX 4096
 /* How big a command's stdin and stdout pipes are. */
 #define IC_GUEST_PIPE_SIZE (1024 * 1024)
-/* How much the connection reads per read() call. */
+/* How much the connection reads per read() call, and per loop turn. */
 #define IC_GUEST_READ_CHUNK (256u * 1024u)
+#define IC_GUEST_READ_TURN (256u * 1024u)
 
 /* ---- glog.c ------------------------------------------------------------ */
 
@@ -90,7 +92,6 @@ int ic_guest_confine_child(const struct ic_guest_filter *f);
 typedef struct ic_agent {
     bool vm;              /* PID 1 in a VM: poweroff really powers off */
     int sigfd;            /* signalfd for SIGCHLD (blocked otherwise) */
-    uint8_t *scratch;     /* IC_DATA_CHUNK bytes for reading outputs and files */
     struct ic_guest_filter tools;   /* confines every process it starts */
 } ic_agent;
 
@@ -140,6 +141,11 @@ void ic_conn_error(ic_conn *c, uint32_t id, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void ic_conn_notify(ic_conn *c, const char *method, json_t *params);
 void ic_conn_data(ic_conn *c, uint32_t stream, uint8_t channel, const void *data, size_t len);
+/* One read() of up to IC_DATA_CHUNK bytes from fd straight into a DATA
+ * frame at the tail of the write queue (queued only when n > 0); returns
+ * what read() returned, errno intact. A queue that cannot grow fails the
+ * connection and reads as EAGAIN. */
+ssize_t ic_conn_data_read(ic_conn *c, uint32_t stream, uint8_t channel, int fd);
 /* Marks the connection failed (first error wins). */
 void ic_conn_fail(ic_conn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -486,24 +486,37 @@ static void stdin_close(struct ic_proc *p)
     ic_buf_free(&p->in);
 }
 
-static void stdin_flush(struct ic_proc *p)
+/* Writes what the pipe takes now; returns how much, or -1 once stdin is
+ * closed (the process closed its end: the rest has no reader). */
+static ssize_t stdin_write(struct ic_proc *p, const uint8_t *data, size_t len)
 {
-    while (ic_buf_size(&p->in) > 0) {
-        ssize_t n = write(p->in_fd, ic_buf_head(&p->in), ic_buf_size(&p->in));
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(p->in_fd, data + done, len - done);
         if (n > 0) {
-            ic_buf_consume(&p->in, (size_t)n);
+            done += (size_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN)
-            return;
-        /* EPIPE: the process closed its stdin; the rest has no reader. */
+            break;
         glog_debug("request %u: stdin dropped: %s", p->id, strerror(errno));
         stdin_close(p);
-        return;
+        return -1;
     }
-    if (p->in_eof)
+    return (ssize_t)done;
+}
+
+static void stdin_flush(struct ic_proc *p)
+{
+    if (ic_buf_size(&p->in) > 0) {
+        ssize_t n = stdin_write(p, ic_buf_head(&p->in), ic_buf_size(&p->in));
+        if (n < 0)
+            return;
+        ic_buf_consume(&p->in, (size_t)n);
+    }
+    if (p->in_eof && ic_buf_size(&p->in) == 0)
         stdin_close(p);
 }
 
@@ -514,13 +527,27 @@ void ic_proc_stdin(ic_conn *c, uint32_t stream, const uint8_t *data, size_t len)
         glog_debug("discarding %zu stdin bytes for stream %u", len, stream);
         return;
     }
-    if (len == 0)
+    if (len == 0) {
         p->in_eof = true;
-    else if (ic_buf_append(&p->in, data, len) < 0) {
+        stdin_flush(p);
+        return;
+    }
+    /* Straight from the frame into the pipe when nothing is waiting; only
+     * what the pipe does not take now is copied, to wait for POLLOUT. */
+    size_t done = 0;
+    bool queued = ic_buf_size(&p->in) > 0;
+    if (!queued) {
+        ssize_t n = stdin_write(p, data, len);
+        if (n < 0)
+            return;
+        done = (size_t)n;
+    }
+    if (done < len && ic_buf_append(&p->in, data + done, len - done) < 0) {
         ic_conn_fail(c, ENOMEM, "out of memory buffering stdin");
         return;
     }
-    stdin_flush(p);
+    if (queued)
+        stdin_flush(p);
 }
 
 /* ---- outputs --------------------------------------------------------------- */
@@ -531,18 +558,26 @@ static void output_eof(ic_conn *c, struct ic_proc *p, int *fd, uint8_t chan)
     ic_conn_data(c, p->id, chan, NULL, 0);
 }
 
+/* Reads while the pipe has bytes, the write queue is below its high water
+ * and this turn's share (IC_GUEST_READ_TURN) is not used up: a process
+ * that writes fast gets its output out in few loop turns without starving
+ * the others. */
 static void output_read(ic_conn *c, struct ic_proc *p, int *fd, uint8_t chan)
 {
-    ssize_t n = read(*fd, c->agent->scratch, IC_DATA_CHUNK);
-    if (n > 0) {
-        ic_conn_data(c, p->id, chan, c->agent->scratch, (size_t)n);
+    size_t got = 0;
+    while (got < IC_GUEST_READ_TURN && ic_buf_size(&c->out) < IC_GUEST_OUT_HIGH) {
+        ssize_t n = ic_conn_data_read(c, p->id, chan, *fd);
+        if (n > 0) {
+            got += (size_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (n < 0)
+            glog_warn("request %u: reading output: %s", p->id, strerror(errno));
+        output_eof(c, p, fd, chan);
         return;
     }
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (n < 0)
-        glog_warn("request %u: reading output: %s", p->id, strerror(errno));
-    output_eof(c, p, fd, chan);
 }
 
 int ic_proc_poll_add(ic_conn *c, ic_pollset *ps, bool out_ok)

@@ -2,9 +2,10 @@
  * buf.h - a growable byte buffer with a read offset.
  *
  * Bytes are appended at the end and consumed from the front; consumed space
- * is reclaimed lazily (compaction happens only when appending would
- * otherwise grow the allocation), so a stream parser can keep one buffer
- * for a connection's whole life without copying on every read.
+ * is reclaimed lazily (compaction happens only when appending needs room,
+ * and only once the consumed part is at least as big as what must move),
+ * so a stream parser or a write queue can keep one buffer for a
+ * connection's whole life and copies each byte at most once more.
  */
 #ifndef IRONCLAW_BUF_H
 #define IRONCLAW_BUF_H

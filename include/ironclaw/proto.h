@@ -98,6 +98,15 @@ int ic_frame_put_json(ic_buf *out, uint8_t kind, const char *json, size_t len, i
 int ic_frame_put_data(ic_buf *out, uint32_t stream, uint8_t channel,
                       const void *data, size_t len, ic_err *err);
 
+/* A DATA frame filled in place, for a reader that can put its bytes
+ * straight into the queue (no copy through a scratch buffer): _open makes
+ * room for up to `max` payload bytes (0 < max <= IC_FRAME_MAX - 1 -
+ * IC_DATA_HEADER) and returns where they go; _close appends the frame
+ * with the first n of them (0 < n <= max). Not closing leaves `out` as it
+ * was; nothing else may touch `out` between the two calls. */
+int ic_frame_data_open(ic_buf *out, size_t max, uint8_t **payload, ic_err *err);
+void ic_frame_data_close(ic_buf *out, uint32_t stream, uint8_t channel, size_t n);
+
 /* ---- message layer (JSON inside HELLO/MSG frames) -------------------- */
 
 /* Methods, see docs/protocol.md for params and results. */

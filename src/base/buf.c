@@ -1,6 +1,9 @@
 /*
- * buf.c - growable byte buffer. Compacts before it grows so that a
- * long-lived parser buffer stays the size of its largest pending frame.
+ * buf.c - growable byte buffer. Consumed space at the front is reclaimed
+ * by compaction before the buffer grows, but only once the consumed part
+ * is at least as big as what has to move, so a long-lived queue copies
+ * each byte at most once more and stays within four times its largest
+ * backlog.
  */
 #include "ironclaw/buf.h"
 
@@ -15,19 +18,32 @@ void ic_buf_free(ic_buf *b)
     b->off = b->len = b->cap = 0;
 }
 
+/* Moves the unconsumed bytes to the front. */
+static void buf_compact(ic_buf *b)
+{
+    size_t live = b->len - b->off;
+    if (live)
+        memmove(b->data, b->data + b->off, live);
+    b->off = 0;
+    b->len = live;
+}
+
 int ic_buf_reserve(ic_buf *b, size_t n)
 {
     if (b->cap - b->len >= n)
         return 0;
-    if (b->off > 0) {
-        size_t live = b->len - b->off;
-        memmove(b->data, b->data + b->off, live);
-        b->off = 0;
-        b->len = live;
+    /* Compacting moves the unconsumed bytes; doing it only once at least
+     * as many have been consumed keeps the cost amortized O(1) per byte,
+     * where compacting a big backlog on every append would be quadratic. */
+    if (b->off > 0 && b->off >= b->len - b->off) {
+        buf_compact(b);
         if (b->cap - b->len >= n)
             return 0;
     }
-    if (n > SIZE_MAX / 2 - b->len)
+    /* Otherwise grow, keeping any consumed prefix until it is worth
+     * moving: then off < unconsumed, so the buffer stays within four
+     * times its largest backlog (plus the request). */
+    if (n > SIZE_MAX / 4 - b->len)
         return -ENOMEM;
     size_t want = b->len + n;
     size_t cap = b->cap ? b->cap : 256;

@@ -238,3 +238,29 @@ int ic_frame_put_data(ic_buf *out, uint32_t stream, uint8_t channel,
     ic_buf_append(out, data, len);
     return 0;
 }
+
+int ic_frame_data_open(ic_buf *out, size_t max, uint8_t **payload, ic_err *err)
+{
+    if (max == 0 || max > IC_FRAME_MAX - 1 - IC_DATA_HEADER)
+        return ic_err_set(err, EMSGSIZE, "DATA payload of %zu bytes is out of range", max);
+    size_t total = IC_FRAME_HEADER + IC_DATA_HEADER + max;
+    if (ic_buf_reserve(out, total) < 0)
+        return ic_err_set(err, ENOMEM, "out of memory encoding a %zu-byte frame", total);
+    size_t room;
+    *payload = ic_buf_tail(out, &room) + IC_FRAME_HEADER + IC_DATA_HEADER;
+    return 0;
+}
+
+void ic_frame_data_close(ic_buf *out, uint32_t stream, uint8_t channel, size_t n)
+{
+    size_t room;
+    uint8_t *p = ic_buf_tail(out, &room);
+    uint32_t L = (uint32_t)(1 + IC_DATA_HEADER + n);
+    uint8_t head[IC_FRAME_HEADER + IC_DATA_HEADER] = {
+        (uint8_t)(L >> 24), (uint8_t)(L >> 16), (uint8_t)(L >> 8), (uint8_t)L, IC_FRAME_DATA,
+        (uint8_t)(stream >> 24), (uint8_t)(stream >> 16), (uint8_t)(stream >> 8), (uint8_t)stream,
+        channel,
+    };
+    memcpy(p, head, sizeof(head));
+    ic_buf_commit(out, sizeof(head) + n);
+}

@@ -143,7 +143,8 @@ t_stdin_10mib() { need_vm
 }
 
 # 3. --put into nested guest dirs keeps bytes and mode, --get brings them
-#    back; a --get of a missing file fails with 70 and leaves no file.
+#    back, /proc files (stat size 0) included; a --get of a missing file
+#    fails with 70 and leaves no file.
 t_files_put_get() { need_vm
   mkdir -p "$W/in" "$W/back"
   head -c $((3 << 20)) /dev/urandom >"$W/in/big"
@@ -157,6 +158,7 @@ t_files_put_get() { need_vm
   ic "$W/o" "$W/e" 60 "${EXEC[@]}" --name it-files \
     --put "$W/in/big:/it/a/b/big" --put "$W/in/small.sh:/it/c/d/e/small.sh" \
     --get "/it/a/b/big:$W/back/big" --get "/it/c/d/e/small.sh:$W/back/small.sh" \
+    --get "/proc/cmdline:$W/back/cmdline" \
     -- sh -c "set -e
       test \"\$(sha256sum </it/a/b/big | cut -d' ' -f1)\" = $sb
       test \"\$(sha256sum </it/c/d/e/small.sh | cut -d' ' -f1)\" = $ss
@@ -169,6 +171,8 @@ t_files_put_get() { need_vm
     || bad "the guest's checks of the put files failed: $(peek "$W/o") $(peek "$W/e")"
   cmp -s "$W/in/big" "$W/back/big" || bad "--get of the 3 MiB file differs from the original"
   cmp -s "$W/in/small.sh" "$W/back/small.sh" || bad "--get of the small file differs from the original"
+  grep -q 'ironclaw.transport=' "$W/back/cmdline" 2>/dev/null \
+    || bad "--get of /proc/cmdline (stat size 0) did not bring the kernel command line: $(peek "$W/back/cmdline")"
   [ "$(stat -c %a "$W/back/small.sh" 2>/dev/null)" = 755 ] \
     || bad "small file came back with mode $(stat -c %a "$W/back/small.sh" 2>&1), want 755"
   [ "$(stat -c %a "$W/back/big" 2>/dev/null)" = 644 ] \

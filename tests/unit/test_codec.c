@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -674,6 +675,82 @@ static void test_encoding_bytes(void **state)
     ic_buf_free(&b);
 }
 
+/* A frame filled in place encodes exactly like ic_frame_put_data, and
+ * one opened but not closed leaves the queue as it was. */
+static void test_encoding_in_place(void **state)
+{
+    ic_buf a = IC_BUF_INIT, b = IC_BUF_INIT;
+    ic_err err;
+    uint8_t *dst;
+    assert_int_equal(ic_frame_put_data(&a, 7, IC_CHAN_STDOUT, "hello", 5, &err), 0);
+    assert_int_equal(ic_frame_put_data(&b, 7, IC_CHAN_STDOUT, "hello", 5, &err), 0);
+    assert_int_equal(ic_frame_data_open(&a, 64, &dst, &err), 0);
+    memcpy(dst, "abc", 3);
+    ic_frame_data_close(&a, 0x01020304u, IC_CHAN_STDERR, 3);
+    assert_int_equal(ic_frame_put_data(&b, 0x01020304u, IC_CHAN_STDERR, "abc", 3, &err), 0);
+    assert_int_equal(ic_buf_size(&a), ic_buf_size(&b));
+    assert_memory_equal(ic_buf_head(&a), ic_buf_head(&b), ic_buf_size(&b));
+
+    size_t before = ic_buf_size(&a);
+    assert_int_equal(ic_frame_data_open(&a, IC_DATA_CHUNK, &dst, &err), 0);
+    assert_int_equal(ic_buf_size(&a), before);
+    assert_int_equal(ic_frame_data_open(&a, 0, &dst, &err), -EMSGSIZE);
+    assert_int_equal(ic_frame_data_open(&a, IC_FRAME_MAX, &dst, &err), -EMSGSIZE);
+    assert_int_equal(ic_buf_size(&a), before);
+
+    ic_decoder *d = ic_decoder_new(0);
+    feed(d, ic_buf_head(&a), ic_buf_size(&a));
+    ic_frame f;
+    assert_int_equal(ic_decoder_next(d, &f, &err), 1);
+    assert_int_equal(ic_decoder_next(d, &f, &err), 1);
+    assert_int_equal(f.kind, IC_FRAME_DATA);
+    assert_int_equal(f.stream, 0x01020304u);
+    assert_int_equal(f.channel, IC_CHAN_STDERR);
+    assert_int_equal(f.len, 3);
+    assert_memory_equal(f.data, "abc", 3);
+    ic_decoder_free(d);
+    ic_buf_free(&a);
+    ic_buf_free(&b);
+}
+
+/* A write queue with a standing backlog (64 KiB frames in, 32 KiB taken
+ * out at a time, as the guest's queue to a virtio-serial port) keeps its
+ * bytes in order, stays within a small multiple of the backlog, and moves
+ * its backlog only once at least as much has been consumed: compacting
+ * on every append would copy the whole backlog per frame (the backlog
+ * here is sized so that backlog + frame fills a power of two exactly). */
+static void test_queue_backlog(void **state)
+{
+    enum { IN = 64 * 1024, OUT = 32 * 1024, BACKLOG = 1024 * 1024 - IN };
+    ic_buf q = IC_BUF_INIT;
+    static uint8_t chunk[IN];
+    uint64_t put = 0, took = 0, moved = 0;
+    size_t max_cap = 0;
+    for (int round = 0; round < 2000; round++) {
+        for (size_t i = 0; i < IN; i++)
+            chunk[i] = (uint8_t)((put + i) * 31 / 7);
+        size_t off = q.off, live = ic_buf_size(&q);
+        bool must_grow = q.cap - q.len < IN;
+        assert_int_equal(ic_buf_append(&q, chunk, IN), 0);
+        if (must_grow && off > 0 && q.off == 0)
+            moved += live;
+        put += IN;
+        if (q.cap > max_cap)
+            max_cap = q.cap;
+        while (ic_buf_size(&q) > BACKLOG) {
+            const uint8_t *h = ic_buf_head(&q);
+            for (size_t i = 0; i < OUT; i += 4093)
+                assert_int_equal(h[i], (uint8_t)((took + i) * 31 / 7));
+            ic_buf_consume(&q, OUT);
+            took += OUT;
+        }
+    }
+    /* Compacting on every append moves about 15 times what went in. */
+    assert_true(moved <= put);
+    assert_true(max_cap <= (size_t)4 * (BACKLOG + IN));
+    ic_buf_free(&q);
+}
+
 static void test_new_free(void **state)
 {
     ic_decoder_free(NULL);
@@ -698,6 +775,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new_free),
         cmocka_unit_test(test_encoding_bytes),
+        cmocka_unit_test(test_encoding_in_place),
+        cmocka_unit_test(test_queue_backlog),
         cmocka_unit_test(test_whole_stream),
         cmocka_unit_test(test_split_every_byte),
         cmocka_unit_test(test_split_every_byte_zero_copy),
