@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "ironclaw/buf.h"
 #include "ironclaw/err.h"
@@ -106,6 +107,15 @@ int ic_frame_put_data(ic_buf *out, uint32_t stream, uint8_t channel,
  * was; nothing else may touch `out` between the two calls. */
 int ic_frame_data_open(ic_buf *out, size_t max, uint8_t **payload, ic_err *err);
 void ic_frame_data_close(ic_buf *out, uint32_t stream, uint8_t channel, size_t n);
+
+/* Grows the DATA frame that starts `at` bytes past ic_buf_head(out) by up
+ * to `len` bytes of `data`, so that a writer handed small pieces sends
+ * few frames. Only a frame that is the last one in `out`, of the same
+ * stream and channel, with a non-empty payload (an empty one is an end of
+ * stream) of less than `max` bytes (<= IC_FRAME_MAX - 1 - IC_DATA_HEADER)
+ * is grown; returns how many bytes it took, 0 when it cannot (or -ENOMEM). */
+ssize_t ic_frame_data_extend(ic_buf *out, size_t at, uint32_t stream, uint8_t channel,
+                             const void *data, size_t len, size_t max);
 
 /* ---- message layer (JSON inside HELLO/MSG frames) -------------------- */
 

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CHUNK (64u * 1024u)
+#define CHUNK (256u * 1024u)
 
 /* ---- sink ---------------------------------------------------------------- */
 

@@ -264,3 +264,27 @@ void ic_frame_data_close(ic_buf *out, uint32_t stream, uint8_t channel, size_t n
     memcpy(p, head, sizeof(head));
     ic_buf_commit(out, sizeof(head) + n);
 }
+
+ssize_t ic_frame_data_extend(ic_buf *out, size_t at, uint32_t stream, uint8_t channel,
+                             const void *data, size_t len, size_t max)
+{
+    size_t size = ic_buf_size(out);
+    const size_t head = IC_FRAME_HEADER + IC_DATA_HEADER;
+    if (len == 0 || at > size || size - at <= head)
+        return 0;
+    const uint8_t *f = ic_buf_head(out) + at;
+    uint32_t L = ic_be32_read(f);
+    size_t payload = (size_t)L - 1 - IC_DATA_HEADER;
+    if (f[4] != IC_FRAME_DATA || 4 + (size_t)L != size - at || ic_be32_read(f + 5) != stream ||
+        f[9] != channel || payload == 0 || payload >= max ||
+        max > IC_FRAME_MAX - 1 - IC_DATA_HEADER)
+        return 0;
+    size_t take = max - payload < len ? max - payload : len;
+    if (ic_buf_append(out, data, take) < 0)
+        return -ENOMEM;
+    uint8_t *g = (uint8_t *)ic_buf_head(out) + at;   /* the append may have moved it */
+    uint32_t grown = L + (uint32_t)take;
+    g[0] = (uint8_t)(grown >> 24), g[1] = (uint8_t)(grown >> 16);
+    g[2] = (uint8_t)(grown >> 8), g[3] = (uint8_t)grown;
+    return (ssize_t)take;
+}

@@ -751,6 +751,42 @@ static void test_queue_backlog(void **state)
     ic_buf_free(&q);
 }
 
+/* Small pieces join the last DATA frame of their stream, up to `max`;
+ * anything else (another stream or channel, a frame that is not the last,
+ * an end of stream) starts a new frame. */
+static void test_encoding_extend(void **state)
+{
+    ic_buf b = IC_BUF_INIT;
+    ic_err err;
+    assert_int_equal(ic_frame_put_json(&b, IC_FRAME_MSG, "{}", 2, &err), 0);
+    size_t at = ic_buf_size(&b);
+    assert_int_equal(ic_frame_put_data(&b, 9, IC_CHAN_STDIN, "ab", 2, &err), 0);
+    assert_int_equal(ic_frame_data_extend(&b, at, 9, IC_CHAN_STDIN, "cdef", 4, 6), 4);
+    /* Full at max = 6: nothing more fits. */
+    assert_int_equal(ic_frame_data_extend(&b, at, 9, IC_CHAN_STDIN, "g", 1, 6), 0);
+    /* With more room only what fits is taken. */
+    assert_int_equal(ic_frame_data_extend(&b, at, 9, IC_CHAN_STDIN, "ghij", 4, 8), 2);
+    assert_int_equal(ic_frame_data_extend(&b, at, 8, IC_CHAN_STDIN, "x", 1, 64), 0);
+    assert_int_equal(ic_frame_data_extend(&b, at, 9, IC_CHAN_FILE, "x", 1, 64), 0);
+    assert_int_equal(ic_frame_data_extend(&b, at, 9, IC_CHAN_STDIN, "x", 0, 64), 0);
+    assert_int_equal(ic_frame_data_extend(&b, at + 1, 9, IC_CHAN_STDIN, "x", 1, 64), 0);
+    assert_int_equal(ic_frame_data_extend(&b, ic_buf_size(&b) + 1, 9, IC_CHAN_STDIN, "x", 1, 64), 0);
+
+    ic_buf want = IC_BUF_INIT;
+    assert_int_equal(ic_frame_put_json(&want, IC_FRAME_MSG, "{}", 2, &err), 0);
+    assert_int_equal(ic_frame_put_data(&want, 9, IC_CHAN_STDIN, "abcdefgh", 8, &err), 0);
+    assert_int_equal(ic_buf_size(&b), ic_buf_size(&want));
+    assert_memory_equal(ic_buf_head(&b), ic_buf_head(&want), ic_buf_size(&want));
+
+    /* Not the last frame any more, or an end of stream: no. */
+    size_t eof_at = ic_buf_size(&b);
+    assert_int_equal(ic_frame_put_data(&b, 9, IC_CHAN_STDIN, NULL, 0, &err), 0);
+    assert_int_equal(ic_frame_data_extend(&b, at, 9, IC_CHAN_STDIN, "x", 1, 64), 0);
+    assert_int_equal(ic_frame_data_extend(&b, eof_at, 9, IC_CHAN_STDIN, "x", 1, 64), 0);
+    ic_buf_free(&b);
+    ic_buf_free(&want);
+}
+
 static void test_new_free(void **state)
 {
     ic_decoder_free(NULL);
@@ -776,6 +812,7 @@ int main(void)
         cmocka_unit_test(test_new_free),
         cmocka_unit_test(test_encoding_bytes),
         cmocka_unit_test(test_encoding_in_place),
+        cmocka_unit_test(test_encoding_extend),
         cmocka_unit_test(test_queue_backlog),
         cmocka_unit_test(test_whole_stream),
         cmocka_unit_test(test_split_every_byte),
