@@ -53,7 +53,7 @@
 #define IC_GUEST_PIPE_SIZE (1024 * 1024)
 /* How much the connection reads per read() call, and per loop turn. */
 #define IC_GUEST_READ_CHUNK (256u * 1024u)
-#define IC_GUEST_READ_TURN (256u * 1024u)
+#define IC_GUEST_READ_TURN ((size_t)256 * 1024)
 
 /* ---- glog.c ------------------------------------------------------------ */
 

@@ -684,8 +684,9 @@ static void test_encoding_in_place(void **state)
     uint8_t *dst;
     assert_int_equal(ic_frame_put_data(&a, 7, IC_CHAN_STDOUT, "hello", 5, &err), 0);
     assert_int_equal(ic_frame_put_data(&b, 7, IC_CHAN_STDOUT, "hello", 5, &err), 0);
+    static const uint8_t abc[3] = {'a', 'b', 'c'};
     assert_int_equal(ic_frame_data_open(&a, 64, &dst, &err), 0);
-    memcpy(dst, "abc", 3);
+    memcpy(dst, abc, sizeof(abc));
     ic_frame_data_close(&a, 0x01020304u, IC_CHAN_STDERR, 3);
     assert_int_equal(ic_frame_put_data(&b, 0x01020304u, IC_CHAN_STDERR, "abc", 3, &err), 0);
     assert_int_equal(ic_buf_size(&a), ic_buf_size(&b));
