@@ -80,7 +80,8 @@ int ic_buf_append_u8(ic_buf *b, uint8_t v) { return ic_buf_append(b, &v, 1); }
 
 int ic_buf_append_be32(ic_buf *b, uint32_t v)
 {
-    uint8_t p[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    uint8_t p[4];
+    ic_be32_write(p, v);
     return ic_buf_append(b, p, 4);
 }
 

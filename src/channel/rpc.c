@@ -444,7 +444,7 @@ int ic_rpc_send_data(ic_rpc *rpc, uint32_t stream, uint8_t channel, const void *
             return ic_err_set(err, ENOMEM, "out of memory queueing %zu bytes", n);
         bytes += took;
         n -= (size_t)took;
-        if (n == 0 && took > 0) {
+        if (n == 0) {
             start_write(rpc);
             return 0;
         }

@@ -223,6 +223,16 @@ int ic_frame_put_json(ic_buf *out, uint8_t kind, const char *json, size_t len, i
     return 0;
 }
 
+/* The 10 bytes before a DATA payload of n bytes: length, kind, stream,
+ * channel. */
+static void data_header(uint8_t *p, uint32_t stream, uint8_t channel, size_t n)
+{
+    ic_be32_write(p, (uint32_t)(1 + IC_DATA_HEADER + n));
+    p[4] = IC_FRAME_DATA;
+    ic_be32_write(p + 5, stream);
+    p[9] = channel;
+}
+
 int ic_frame_put_data(ic_buf *out, uint32_t stream, uint8_t channel,
                       const void *data, size_t len, ic_err *err)
 {
@@ -230,12 +240,14 @@ int ic_frame_put_data(ic_buf *out, uint32_t stream, uint8_t channel,
         return ic_err_set(err, EMSGSIZE, "DATA payload of %zu bytes exceeds the %zu-byte frame limit",
                           len, IC_FRAME_MAX);
     size_t total = IC_FRAME_HEADER + IC_DATA_HEADER + len;
-    int r = put_header(out, (uint32_t)(1 + IC_DATA_HEADER + len), IC_FRAME_DATA, total, err);
-    if (r < 0)
-        return r;
-    ic_buf_append_be32(out, stream);
-    ic_buf_append_u8(out, channel);
-    ic_buf_append(out, data, len);
+    if (ic_buf_reserve(out, total) < 0)
+        return ic_err_set(err, ENOMEM, "out of memory encoding a %zu-byte frame", total);
+    size_t room;
+    uint8_t *p = ic_buf_tail(out, &room);
+    data_header(p, stream, channel, len);
+    if (len)
+        memcpy(p + IC_FRAME_HEADER + IC_DATA_HEADER, data, len);
+    ic_buf_commit(out, total);
     return 0;
 }
 
@@ -254,15 +266,8 @@ int ic_frame_data_open(ic_buf *out, size_t max, uint8_t **payload, ic_err *err)
 void ic_frame_data_close(ic_buf *out, uint32_t stream, uint8_t channel, size_t n)
 {
     size_t room;
-    uint8_t *p = ic_buf_tail(out, &room);
-    uint32_t L = (uint32_t)(1 + IC_DATA_HEADER + n);
-    uint8_t head[IC_FRAME_HEADER + IC_DATA_HEADER] = {
-        (uint8_t)(L >> 24), (uint8_t)(L >> 16), (uint8_t)(L >> 8), (uint8_t)L, IC_FRAME_DATA,
-        (uint8_t)(stream >> 24), (uint8_t)(stream >> 16), (uint8_t)(stream >> 8), (uint8_t)stream,
-        channel,
-    };
-    memcpy(p, head, sizeof(head));
-    ic_buf_commit(out, sizeof(head) + n);
+    data_header(ic_buf_tail(out, &room), stream, channel, n);
+    ic_buf_commit(out, IC_FRAME_HEADER + IC_DATA_HEADER + n);
 }
 
 ssize_t ic_frame_data_extend(ic_buf *out, size_t at, uint32_t stream, uint8_t channel,
@@ -282,9 +287,7 @@ ssize_t ic_frame_data_extend(ic_buf *out, size_t at, uint32_t stream, uint8_t ch
     size_t take = max - payload < len ? max - payload : len;
     if (ic_buf_append(out, data, take) < 0)
         return -ENOMEM;
-    uint8_t *g = (uint8_t *)ic_buf_head(out) + at;   /* the append may have moved it */
-    uint32_t grown = L + (uint32_t)take;
-    g[0] = (uint8_t)(grown >> 24), g[1] = (uint8_t)(grown >> 16);
-    g[2] = (uint8_t)(grown >> 8), g[3] = (uint8_t)grown;
+    /* The append may have moved the bytes: find the frame again. */
+    ic_be32_write((uint8_t *)ic_buf_head(out) + at, L + (uint32_t)take);
     return (ssize_t)take;
 }
